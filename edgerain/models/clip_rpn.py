@@ -1,0 +1,131 @@
+"""CLIP-RPN: a frozen CLIP routes each image to one rain-pattern expert (MODELS.md section 1)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from edgerain.models.base import DerainModel
+from edgerain.models.clip import FrozenCLIPImage, clip_image_size, create_clip, encode_prompts
+from edgerain.models.unet import RestormerLiteUNet, UNetConfig
+
+DEFAULT_PROMPTS = (
+    "a photo taken in light rain with sparse thin rain streaks",
+    "a photo taken in moderate rain with dense rain streaks",
+    "a photo taken in heavy rain with thick bright rain streaks and haze",
+)
+
+
+@dataclasses.dataclass
+class ClipRPNConfig:
+    clip_model: str = "RN50"
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS
+    routing: str = "hard"  # "hard": top-1 expert; "soft": score-weighted mixture of all experts
+    temperature: float = 100.0  # tau in softmax(tau * e @ t^T); CLIP's logit scale
+    expert: UNetConfig = dataclasses.field(default_factory=UNetConfig)
+
+
+@dataclasses.dataclass
+class Routing:
+    """Per-image routing decision: scores (B, K), chosen expert (B,), mixture weights (B, K)."""
+
+    scores: Tensor
+    expert: Tensor
+    weights: Tensor
+
+
+class ClipRouter(nn.Module):
+    """Scores an image against K cached prompt embeddings: softmax(tau * e @ t^T).
+
+    The prompt embeddings are computed once from the CLIP text tower at build time and stored in
+    the checkpoint, so a deployed router carries only the image tower. Without pretrained CLIP
+    they can be fitted on labelled synthetic rain (``prompt_embeddings`` is a parameter that
+    training may unfreeze).
+    """
+
+    def __init__(self, image: FrozenCLIPImage, prompt_embeddings: Tensor, temperature: float) -> None:
+        super().__init__()
+        self.image = image
+        self.prompt_embeddings = nn.Parameter(prompt_embeddings.clone(), requires_grad=False)
+        self.temperature = temperature
+
+    def forward(self, x: Tensor) -> Tensor:
+        e = self.image(x)
+        t = F.normalize(self.prompt_embeddings, dim=-1)
+        return torch.softmax(self.temperature * e @ t.t(), dim=-1)
+
+
+class ClipRPN(DerainModel):
+    pad_multiple = 8
+
+    def __init__(self, cfg: ClipRPNConfig, pretrained: str | None = None, quiet_clip: bool = False) -> None:
+        super().__init__()
+        if cfg.routing not in ("hard", "soft"):
+            raise ValueError(f"routing must be 'hard' or 'soft', got {cfg.routing!r}")
+        self.config = cfg
+        clip = create_clip(cfg.clip_model, pretrained, quiet=quiet_clip)
+        prompts = encode_prompts(clip, cfg.clip_model, list(cfg.prompts))
+        self.router = ClipRouter(FrozenCLIPImage(clip.visual, clip_image_size(clip)), prompts, cfg.temperature)
+        del clip  # the text tower is not deployed
+        self.experts = nn.ModuleList(RestormerLiteUNet(cfg.expert) for _ in cfg.prompts)
+        self.last_masks: list[Tensor] = []
+
+    def route(self, x: Tensor) -> Routing:
+        scores = self.router(x)
+        expert = scores.argmax(dim=-1)
+        if self.config.routing == "hard":
+            weights = F.one_hot(expert, scores.shape[-1]).to(scores.dtype)
+        else:
+            weights = scores
+        return Routing(scores=scores, expert=expert, weights=weights)
+
+    def global_context(self, x: Tensor) -> Routing:
+        return self.route(x)
+
+    def run_expert(self, index: int, x: Tensor) -> Tensor:
+        """One expert on a padded batch: input + residual (what an exported expert graph computes)."""
+        return x + self.experts[index](x)
+
+    def forward_padded(self, x: Tensor, context: Any = None) -> Tensor:
+        routing: Routing = context if context is not None else self.route(x)
+        if self.config.routing == "hard":
+            out = torch.empty_like(x)
+            masks: list[Tensor] = []
+            for e in torch.unique(routing.expert).tolist():
+                sel = routing.expert == e
+                out[sel] = self.run_expert(e, x[sel])
+                # Scatter each MGCA block's mask back to batch order, so losses line up with x.
+                for j, m in enumerate(self.experts[e].last_masks):
+                    if len(masks) <= j:
+                        masks.append(m.new_zeros((x.shape[0], *m.shape[1:])))
+                    masks[j][sel] = m
+            self.last_masks = masks
+            return out
+        out = torch.zeros_like(x)
+        mixed: list[Tensor] = []
+        for e in range(len(self.experts)):
+            w = routing.weights[:, e, None, None, None]
+            out = out + w * self.run_expert(e, x)
+            for j, m in enumerate(self.experts[e].last_masks):
+                if len(mixed) <= j:
+                    mixed.append(w * m)
+                else:
+                    mixed[j] = mixed[j] + w * m
+        self.last_masks = mixed
+        return out
+
+    def forward_train(self, x: Tensor, expert: Tensor | None = None) -> dict[str, Any]:
+        """Training forward; ``expert`` (B,) forces the routing (e.g. synthetic rain-pattern labels)."""
+        routing = self.route(x)
+        if expert is not None:
+            routing = Routing(
+                scores=routing.scores,
+                expert=expert,
+                weights=F.one_hot(expert, routing.scores.shape[-1]).to(routing.scores.dtype),
+            )
+        out = self(x, routing)
+        return {"out": out, "masks": list(self.last_masks), "routing": routing}
