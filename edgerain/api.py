@@ -54,6 +54,7 @@ def route_images(
 ) -> RouteResults:
     """CLIP-RPN router scores for each image (decided on the whole image)."""
     from edgerain.data.io import expand_inputs, load_image_tensor
+
     from edgerain.models.clip_rpn import ClipRPN
 
     net = load_model(model, weights)

@@ -39,14 +39,10 @@ class UpDWBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         cout, cin = self.pw.weight.shape[:2]
+        dw_bias, pw_bias = self.dw.bias, self.pw.bias
+        assert dw_bias is not None and pw_bias is not None
         return ops.updw(
-            x,
-            self.dw.weight,
-            self.dw.bias,
-            self.norm.weight,
-            self.norm.bias,
-            self.pw.weight.view(cout, cin),
-            self.pw.bias,
+            x, self.dw.weight, dw_bias, self.norm.weight, self.norm.bias, self.pw.weight.view(cout, cin), pw_bias
         )
 
 
@@ -117,9 +113,7 @@ class MGCABlock(nn.Module):
         self.window = window
         self.shift = window // 2 if shifted else 0
         mid = max(1, dim // 2)
-        self.mask_head = nn.Sequential(
-            nn.Conv2d(dim, mid, 3, padding=1), nn.GELU(), nn.Conv2d(mid, 1, 1)
-        )
+        self.mask_head = nn.Sequential(nn.Conv2d(dim, mid, 3, padding=1), nn.GELU(), nn.Conv2d(mid, 1, 1))
         self.norm = LayerNorm2d(dim)
         self.qkv = nn.Conv2d(dim, dim * 3, 1)
         self.proj = nn.Conv2d(dim, dim, 1)
@@ -173,7 +167,7 @@ class TokenCrossAttention(nn.Module):
         self.kv = nn.Linear(token_dim, dim * 2)
         self.proj = nn.Conv2d(dim, dim, 1)
         nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        nn.init.zeros_(self.proj.bias)  # type: ignore[arg-type]
 
     def forward(self, x: Tensor, tokens: Tensor) -> Tensor:
         B, C, H, W = x.shape

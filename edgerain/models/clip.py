@@ -53,7 +53,7 @@ class UntrainedCLIPWarning(UserWarning):
     """CLIP was built with random weights: its embeddings carry no meaning."""
 
 
-def create_clip(model_name: str, pretrained: str | None, *, quiet: bool = False) -> nn.Module:
+def create_clip(model_name: str, pretrained: str | None, *, quiet: bool = False) -> Any:
     """Build an open_clip model.
 
     ``pretrained`` is ``None`` (random weights, with a loud warning unless ``quiet``, e.g. when a
@@ -123,6 +123,9 @@ class FrozenCLIPImage(nn.Module):
     It stays in eval mode whatever mode its parent is put in, so BatchNorm statistics never drift.
     """
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, visual: nn.Module, image_size: int) -> None:
         super().__init__()
         self.visual = freeze(visual)
@@ -138,9 +141,7 @@ class FrozenCLIPImage(nn.Module):
         return (x - self.mean) / self.std
 
     def resize(self, x: Tensor) -> Tensor:
-        return F.interpolate(
-            x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
-        )
+        return F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """L2-normalised image embedding (B, E)."""
@@ -151,7 +152,7 @@ class FrozenCLIPImage(nn.Module):
 
         Returns [stem (H/2), layer1 (H/4), layer2 (H/8), layer3 (H/16)][: upto + 1].
         """
-        v = self.visual
+        v: Any = self.visual
         if not hasattr(v, "layer1"):
             raise EdgerainError("spatial CLIP features need a ResNet CLIP tower (e.g. RN50)")
         x = self.normalise(x)
@@ -166,12 +167,12 @@ class FrozenCLIPImage(nn.Module):
         return taps
 
 
-def clip_image_size(clip_model: nn.Module) -> int:
+def clip_image_size(clip_model: Any) -> int:
     size = getattr(clip_model.visual, "image_size", 224)
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
-def resnet_widths(clip_model: nn.Module) -> list[int]:
+def resnet_widths(clip_model: Any) -> list[int]:
     """Channel widths of stem/layer1/layer2/layer3 of a ModifiedResNet tower."""
     v = clip_model.visual
     if not hasattr(v, "layer1"):
@@ -181,7 +182,7 @@ def resnet_widths(clip_model: nn.Module) -> list[int]:
 
 
 @torch.no_grad()
-def encode_prompts(clip_model: nn.Module, model_name: str, prompts: list[str]) -> Tensor:
+def encode_prompts(clip_model: Any, model_name: str, prompts: list[str]) -> Tensor:
     """L2-normalised text embeddings (K, E) of the prompts."""
     tokenizer = _open_clip().get_tokenizer(model_name)
     was_training = clip_model.training

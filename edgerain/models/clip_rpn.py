@@ -74,6 +74,10 @@ class ClipRPN(DerainModel):
         self.experts = nn.ModuleList(RestormerLiteUNet(cfg.expert) for _ in cfg.prompts)
         self.last_masks: list[Tensor] = []
 
+    def _expert_masks(self, index: int) -> list[Tensor]:
+        expert: RestormerLiteUNet = self.experts[index]  # type: ignore[assignment]
+        return expert.last_masks
+
     def route(self, x: Tensor) -> Routing:
         scores = self.router(x)
         expert = scores.argmax(dim=-1)
@@ -99,7 +103,7 @@ class ClipRPN(DerainModel):
                 sel = routing.expert == e
                 out[sel] = self.run_expert(e, x[sel])
                 # Scatter each MGCA block's mask back to batch order, so losses line up with x.
-                for j, m in enumerate(self.experts[e].last_masks):
+                for j, m in enumerate(self._expert_masks(e)):
                     if len(masks) <= j:
                         masks.append(m.new_zeros((x.shape[0], *m.shape[1:])))
                     masks[j][sel] = m
@@ -110,7 +114,7 @@ class ClipRPN(DerainModel):
         for e in range(len(self.experts)):
             w = routing.weights[:, e, None, None, None]
             out = out + w * self.run_expert(e, x)
-            for j, m in enumerate(self.experts[e].last_masks):
+            for j, m in enumerate(self._expert_masks(e)):
                 if len(mixed) <= j:
                     mixed.append(w * m)
                 else:

@@ -107,4 +107,3 @@ class ClipWeather(DerainModel):
 
 def _ln(f: Tensor) -> Tensor:
     return F.layer_norm(f.permute(0, 2, 3, 1), f.shape[1:2]).permute(0, 3, 1, 2)
-

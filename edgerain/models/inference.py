@@ -13,9 +13,16 @@ from edgerain.models.base import DerainModel
 
 
 def _ramp(n: int, overlap: int, at_start: bool, at_end: bool, device: torch.device) -> Tensor:
+    """Blend weights along one side of a tile.
+
+    Inside an overlap the outermost quarter gets weight 0 (those pixels saw the tile's artificial
+    border) and the rest ramps linearly; sides on the image border keep weight 1.
+    """
     w = torch.ones(n, device=device)
     if overlap > 0:
-        r = (torch.arange(overlap, device=device, dtype=torch.float32) + 1) / (overlap + 1)
+        margin = overlap // 4
+        r = torch.zeros(overlap, device=device)
+        r[margin:] = (torch.arange(overlap - margin, device=device, dtype=torch.float32) + 1) / (overlap - margin + 1)
         if not at_start:
             w[:overlap] = torch.minimum(w[:overlap], r)
         if not at_end:
@@ -41,7 +48,7 @@ def derain_tensor(model: DerainModel, x: Tensor, tile: int | None = None, overla
     if overlap * 2 >= tile:
         raise ValueError(f"overlap {overlap} must be less than half the tile size {tile}")
     context = model.global_context(x)
-    B, C, H, W = x.shape
+    _B, _C, H, W = x.shape
     out = torch.zeros_like(x)
     weight = torch.zeros((1, 1, H, W), device=x.device, dtype=x.dtype)
     ys, xs = _starts(H, tile, overlap), _starts(W, tile, overlap)

@@ -25,8 +25,7 @@ class MultiDilationLevel(nn.Module):
     def __init__(self, cin: int, cout: int, dilations: tuple[int, ...]) -> None:
         super().__init__()
         self.branches = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(cin, cout, 3, padding=d, dilation=d), nn.ReLU(inplace=True))
-            for d in dilations
+            nn.Sequential(nn.Conv2d(cin, cout, 3, padding=d, dilation=d), nn.ReLU(inplace=True)) for d in dilations
         )
         self.fuse = nn.Sequential(nn.Conv2d(cout * len(dilations), cout, 1), nn.ReLU(inplace=True))
 
@@ -58,9 +57,7 @@ class RDMC(DerainModel):
         self.config = cfg
         w = cfg.widths
         n = len(w)
-        self.enc = nn.ModuleList(
-            MultiDilationLevel(6 if i == 0 else w[i - 1], w[i], cfg.dilations) for i in range(n)
-        )
+        self.enc = nn.ModuleList(MultiDilationLevel(6 if i == 0 else w[i - 1], w[i], cfg.dilations) for i in range(n))
         # Dynamic cross-level recruitment: each decoder level draws on the finer encoder level
         # (stride-2 conv) and the coarser one (upsample + conv), each scaled by a learned scalar.
         self.from_finer = nn.ModuleList(

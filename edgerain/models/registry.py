@@ -85,9 +85,12 @@ def get_entry(name: str) -> ModelEntry:
 
 def config_from_dict(family: str, data: dict[str, Any]) -> Any:
     """Rebuild a config dataclass from its ``dataclasses.asdict`` form (checkpoint metadata)."""
-    cls = {"clip-rpn": ClipRPNConfig, "fclip-unet": FClipUNetConfig, "clip-weather": ClipWeatherConfig, "rdmc": RDMCConfig}[
-        family
-    ]
+    cls = {
+        "clip-rpn": ClipRPNConfig,
+        "fclip-unet": FClipUNetConfig,
+        "clip-weather": ClipWeatherConfig,
+        "rdmc": RDMCConfig,
+    }[family]
     return _from_dict(cls, data)
 
 

@@ -52,7 +52,9 @@ class RestormerLiteUNet(nn.Module):
             if cfg.mgca_decoder:
                 dec.append(
                     nn.ModuleList(
-                        MGCABlock(dims[i], cfg.heads[i], cfg.window, shifted=bool(j % 2), ffn_expansion=cfg.ffn_expansion)
+                        MGCABlock(
+                            dims[i], cfg.heads[i], cfg.window, shifted=bool(j % 2), ffn_expansion=cfg.ffn_expansion
+                        )
                         for j in range(n)
                     )
                 )
@@ -86,7 +88,7 @@ class RestormerLiteUNet(nn.Module):
             f = decoder_hook(3, f)
         for i in (2, 1, 0):
             f = self.fuse[i](torch.cat([self.up[i](f), skips[i]], dim=1))
-            for block in self.dec[i]:
+            for block in self.dec[i]:  # type: ignore[attr-defined]
                 if isinstance(block, MGCABlock):
                     f, m = block(f)
                     self.last_masks.append(m)
@@ -95,4 +97,3 @@ class RestormerLiteUNet(nn.Module):
             if decoder_hook is not None:
                 f = decoder_hook(i, f)
         return self.out(self.refine(f))
-
