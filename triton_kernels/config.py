@@ -1,0 +1,89 @@
+"""Tile configurations per GPU architecture, and the small helpers the launchers share.
+
+The numbers are starting points chosen from the kernels' register and shared-memory footprints,
+not tuned on hardware yet: bench/kernels.py measures them (see docs/kernels.md). sm_90 (H100/H200)
+has 228 KB of shared memory per SM and a large register file per SM; sm_87 (Jetson Orin) has
+164 KB and only 8-16 SMs, so smaller tiles keep more programs resident there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+
+@dataclasses.dataclass(frozen=True)
+class TileConfig:
+    num_warps: int = 4
+    num_stages: int = 1
+    block_m: int = 32  # updw: low-resolution pixels per program (each yields 4 output pixels)
+    block_n: int = 32  # updw: output channels per GEMM step
+
+
+def pad_block(n: int) -> int:
+    """Power-of-two block size >= 16: the minimum K (and M, N) of an fp16 ``tl.dot`` on the GPU."""
+    return max(16, triton.next_power_of_2(int(n)))
+
+
+def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
+    """IEEE fp32 products for fp32 inputs unless TF32 is asked for; half types use tensor cores anyway."""
+    if dtype == torch.float32 and not allow_tf32:
+        return "ieee"
+    return "tf32"
+
+
+def upcast_bf16_dot(dtype: torch.dtype) -> bool:
+    """Whether to feed bf16 ``tl.dot`` operands as fp32: only under ``TRITON_INTERPRET=1``.
+
+    The interpreter (Triton 3.8) returns garbage for bf16 ``tl.dot`` (numpy has no bf16). A product
+    of two bf16 values is exact in fp32, so upcasting the operands and accumulating in IEEE fp32 is
+    what the tensor cores compute, up to the summation order.
+    """
+    return dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def device_arch(device: torch.device) -> tuple[int, int]:
+    if device.type != "cuda":
+        return (0, 0)  # the interpreter (CPU tensors)
+    return torch.cuda.get_device_capability(device)
+
+
+def mgca_config(device: torch.device, window: int, head_dim: int) -> TileConfig:
+    block_p = pad_block(window * window)
+    block_d = pad_block(head_dim)
+    major, minor = device_arch(device)
+    # The logits tile is block_p^2 fp32 values; 4 warps hold a 64x64 tile in registers.
+    tile = block_p * max(block_p, block_d)
+    if (major, minor) == (8, 7):
+        # Orin: 4 warps even for large windows, so that more programs stay resident on its few SMs.
+        return TileConfig(num_warps=4, num_stages=1)
+    return TileConfig(num_warps=4 if tile <= 64 * 64 else 8, num_stages=1)
+
+
+def updw_config(device: torch.device, cin: int, cout: int) -> TileConfig:
+    block_c = pad_block(cin)
+    block_n = min(pad_block(cout), 64)
+    major, minor = device_arch(device)
+    if major == 0:
+        # Interpreter: few, large programs (each program costs ~0.1 s whatever its size).
+        return TileConfig(num_warps=4, block_m=32, block_n=pad_block(cout))
+    if (major, minor) == (8, 7):
+        # Orin: keep the (block_m x block_c) fp32 working set near 4096 values per program.
+        block_m = max(16, min(64, 4096 // block_c))
+        return TileConfig(num_warps=4, num_stages=1, block_m=block_m, block_n=min(block_n, 32))
+    # Hopper and other desktop GPUs: larger tiles, 8 warps for wide inputs.
+    block_m = max(16, min(64, 8192 // block_c))
+    return TileConfig(num_warps=4 if block_c <= 64 else 8, num_stages=1, block_m=block_m, block_n=block_n)
+
+
+@triton.jit
+def dot_f32acc(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """``a @ b`` accumulated in fp32 (operands upcast under the interpreter, see upcast_bf16_dot)."""
+    if UPCAST:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, input_precision=PRECISION, out_dtype=tl.float32)
