@@ -13,7 +13,6 @@ install: $(STAMP)
 
 $(STAMP): requirements/lock.txt pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements/lock.txt
 	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
 	@touch $@
