@@ -1,0 +1,1 @@
+"""Image IO, paired benchmark folders and procedural rain (no model code here)."""
