@@ -123,6 +123,27 @@ def _pil_to_array(img: Image.Image, path: Path) -> np.ndarray:
     return _to_rgb(arr, path)
 
 
+def _is_16bit_colour_tiff(img: Image.Image) -> bool:
+    # Pillow decodes 16-bit RGB(A) TIFFs to 8 bits; tifffile (a scikit-image dependency) keeps all 16.
+    if img.format != "TIFF" or img.mode not in ("RGB", "RGBA"):
+        return False
+    bits = img.tag_v2.get(258, (8,))  # type: ignore[attr-defined]
+    return 16 in (bits if isinstance(bits, tuple) else (bits,))
+
+
+def _load_tiff_16bit(path: Path) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        arr = page.asarray()  # type: ignore[union-attr]
+        if page.planarconfig == 2:  # type: ignore[union-attr]  # separate planes: (C, H, W)
+            arr = np.moveaxis(arr, 0, -1)
+    if arr.dtype != np.uint16 or arr.ndim != 3:
+        raise EdgerainError(f"{path}: unsupported 16-bit TIFF layout {arr.dtype} {arr.shape}")
+    return arr.astype(np.float64) / 65535.0
+
+
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as RGB float32 (H, W, 3) in [0, 1]; one-line EdgerainError if it cannot."""
     path = Path(path)
@@ -136,6 +157,8 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
             return _to_rgb(data.astype(np.float64) / 65535.0, path)
         with _strict_pil(), Image.open(path) as img:
             img.load()  # decode now: truncation and corruption surface here, not later
+            if _is_16bit_colour_tiff(img):
+                return _to_rgb(_load_tiff_16bit(path), path)
             return _pil_to_array(img, path)
     except EdgerainError:
         raise
@@ -175,6 +198,8 @@ def to_uint8(image: np.ndarray | torch.Tensor) -> np.ndarray:
     Accepts numpy (H, W, 3) or torch (3, H, W) / (1, 3, H, W); uint8 numpy input passes through.
     """
     if not isinstance(image, np.ndarray):
+        import torch
+
         t = image.detach().cpu()
         if t.ndim == 4:
             if t.shape[0] != 1:
@@ -182,7 +207,7 @@ def to_uint8(image: np.ndarray | torch.Tensor) -> np.ndarray:
             t = t[0]
         if t.ndim != 3 or t.shape[0] != 3:
             raise ValueError(f"expected a (3, H, W) or (1, 3, H, W) tensor, got {tuple(t.shape)}")
-        image = t.permute(1, 2, 0).float().numpy()
+        image = t.permute(1, 2, 0).to(torch.float64).numpy()
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) array, got shape {image.shape}")
     if image.dtype == np.uint8:
