@@ -29,9 +29,7 @@ def _compute_dtype(t: Tensor) -> torch.dtype:
     return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
 
 
-def mgca_window_attention_reference(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int, shift: int
-) -> Tensor:
+def mgca_window_attention_reference(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int, shift: int) -> Tensor:
     """Masked, gated window attention (MODELS.md, MGCA steps 3-4).
 
     Pixel (y, x) belongs to window ((y + shift) // window, (x + shift) // window); windows do not

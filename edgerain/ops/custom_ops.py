@@ -1,0 +1,122 @@
+"""The fused ops as torch custom ops (namespace ``edgerain``), one graph node each.
+
+``edgerain::mgca_window_attention(q, k, v, mask, window, shift, backend)`` and
+``edgerain::updw(x, dw_weight, dw_bias, ln_weight, ln_bias, pw_weight, pw_bias, backend)`` run the
+named fused backend (``extension`` or ``triton``), with CPU and CUDA kernels registered side by side
+and fake implementations for torch.compile / torch.export (shapes only). The kernels are
+forward-only: the registered backward recomputes the PyTorch reference and differentiates it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from edgerain.ops.backends import BACKENDS
+from edgerain.ops.dispatch import run_reference
+
+FUSED = ("extension", "triton")
+
+
+def _run(op: str, backend: str, args: tuple) -> Tensor:
+    if backend not in FUSED:
+        raise ValueError(f"edgerain::{op} runs fused backends only ({', '.join(FUSED)}), got {backend!r}")
+    impl = BACKENDS[backend]
+    return impl.run(op, args)  # type: ignore[union-attr]
+
+
+@torch.library.custom_op("edgerain::mgca_window_attention", mutates_args=(), device_types="cpu")
+def mgca_window_attention_op(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int, shift: int, backend: str
+) -> Tensor:
+    return _run("mgca_window_attention", backend, (q, k, v, mask, window, shift))
+
+
+@mgca_window_attention_op.register_kernel("cuda")
+def _mgca_cuda(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int, shift: int, backend: str) -> Tensor:
+    return _run("mgca_window_attention", backend, (q, k, v, mask, window, shift))
+
+
+@mgca_window_attention_op.register_fake
+def _mgca_fake(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int, shift: int, backend: str) -> Tensor:
+    return torch.empty(q.shape, dtype=q.dtype, device=q.device)
+
+
+def _mgca_setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    q, k, v, mask, window, shift, _ = inputs
+    ctx.save_for_backward(q, k, v, mask)
+    ctx.window, ctx.shift = window, shift
+
+
+def _mgca_backward(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
+    inputs = ctx.saved_tensors
+    grads = _reference_vjp("mgca_window_attention", inputs, (ctx.window, ctx.shift), grad, ctx.needs_input_grad)
+    return (*grads, None, None, None)
+
+
+@torch.library.custom_op("edgerain::updw", mutates_args=(), device_types="cpu")
+def updw_op(
+    x: Tensor,
+    dw_weight: Tensor,
+    dw_bias: Tensor,
+    ln_weight: Tensor,
+    ln_bias: Tensor,
+    pw_weight: Tensor,
+    pw_bias: Tensor,
+    backend: str,
+) -> Tensor:
+    return _run("updw", backend, (x, dw_weight, dw_bias, ln_weight, ln_bias, pw_weight, pw_bias))
+
+
+@updw_op.register_kernel("cuda")
+def _updw_cuda(
+    x: Tensor,
+    dw_weight: Tensor,
+    dw_bias: Tensor,
+    ln_weight: Tensor,
+    ln_bias: Tensor,
+    pw_weight: Tensor,
+    pw_bias: Tensor,
+    backend: str,
+) -> Tensor:
+    return _run("updw", backend, (x, dw_weight, dw_bias, ln_weight, ln_bias, pw_weight, pw_bias))
+
+
+@updw_op.register_fake
+def _updw_fake(
+    x: Tensor,
+    dw_weight: Tensor,
+    dw_bias: Tensor,
+    ln_weight: Tensor,
+    ln_bias: Tensor,
+    pw_weight: Tensor,
+    pw_bias: Tensor,
+    backend: str,
+) -> Tensor:
+    B, _, h, w = x.shape
+    return x.new_empty((B, pw_weight.shape[0], 2 * h, 2 * w))
+
+
+def _updw_setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    ctx.save_for_backward(*inputs[:7])
+
+
+def _updw_backward(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
+    grads = _reference_vjp("updw", ctx.saved_tensors, (), grad, ctx.needs_input_grad)
+    return (*grads, None)
+
+
+def _reference_vjp(
+    op: str, tensors: tuple[Tensor, ...], params: tuple, grad: Tensor, needs: tuple[bool, ...]
+) -> list[Tensor | None]:
+    """Gradients of the reference at the saved inputs (the fused kernels have no backward of their own)."""
+    leaves = [t.detach().requires_grad_(bool(n)) for t, n in zip(tensors, needs, strict=False)]
+    with torch.enable_grad():
+        out = run_reference(op, (*leaves, *params))
+        wanted = [t for t in leaves if t.requires_grad]
+        found = iter(torch.autograd.grad(out, wanted, grad, allow_unused=True)) if wanted else iter(())
+    return [next(found) if t.requires_grad else None for t in leaves]
+
+
+mgca_window_attention_op.register_autograd(_mgca_backward, setup_context=_mgca_setup)
+updw_op.register_autograd(_updw_backward, setup_context=_updw_setup)
