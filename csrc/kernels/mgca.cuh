@@ -79,7 +79,7 @@ __global__ void mgca_forward_kernel(const T* __restrict__ q, Strides5 qs, const 
   }
   float denom = 0.f;
   for (int j = 0; j < p; ++j) {
-    const float e = __expf(prob_s[j * p + i] - row_max);  // exp(-inf) = 0 for keys outside
+    const float e = expf(prob_s[j * p + i] - row_max);  // exp(-inf) = 0 for keys outside
     prob_s[j * p + i] = e;
     denom += e;
   }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import math
 import os
@@ -131,9 +132,11 @@ def mgca_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int, shift:
 def backends_for(op: str) -> dict[str, Callable[..., Tensor]]:
     from edgerain import ops
 
+    fused: Callable[..., Tensor]
+    table: dict[str, Callable[..., Tensor]]
     if op == "mgca_window_attention":
         fused = ops.mgca_window_attention
-        table: dict[str, Callable[..., Tensor]] = {"eager": ops.mgca_window_attention_reference, "sdpa_bias": mgca_sdpa}
+        table = {"eager": ops.mgca_window_attention_reference, "sdpa_bias": mgca_sdpa}
     else:
         fused = ops.updw
         table = {"eager": ops.updw_reference}
@@ -251,7 +254,7 @@ def run(
                 try:
                     got = fn(*args)
                     row["rel_error_vs_eager"] = float((got.double() - expected).norm() / expected.norm())
-                    ms = timer(lambda fn=fn: fn(*args), warmup, iters)
+                    ms = timer(functools.partial(fn, *args), warmup, iters)
                 except Exception as exc:  # a backend that cannot run here is reported, not fatal
                     row.update(status="unavailable", reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
                     rows.append(row)
@@ -275,6 +278,7 @@ def run(
                     f"{case.op:22s} {case.label:16s} {name:10s} {ms:8.4f} ms  x{row['speedup_vs_eager'] or 0:5.2f}  "
                     f"{gbps:7.1f} GB/s ({100 * row['fraction_of_copy_bw']:4.1f}% copy)  err {row['rel_error_vs_eager']:.1e}"
                 )
+    dev: dict[str, Any]
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         dev = {"name": props.name, "capability": f"sm_{props.major}{props.minor}", "sms": props.multi_processor_count}
@@ -297,7 +301,7 @@ def run(
         "results": rows,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    slug = "".join(c if c.isalnum() else "-" for c in dev["name"].lower()).strip("-")
+    slug = "".join(c if c.isalnum() else "-" for c in str(dev["name"]).lower()).strip("-")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = out_dir / f"kernels-{slug}-{stamp}.json"
     tmp = path.with_suffix(".json.tmp")

@@ -5,12 +5,18 @@ Each launch runs about 20 programs or fewer (the interpreter costs ~0.1 s per pr
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from edgerain.triton_kernels import mgca as triton_mgca
 from edgerain.triton_kernels import updw as triton_updw
 from edgerain.triton_kernels.config import TileConfig, pad_block
 from ops_helpers import TOLERANCE, mgca_inputs, mgca_truth, poisoned, rel_error, updw_inputs, updw_truth
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1 (set by tests/ops/conftest.py)"
+)
 
 MGCA_CASES = [
     # B, heads, d, H, W, window, shift, dtype
