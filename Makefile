@@ -11,7 +11,11 @@ export HF_HUB_OFFLINE ?= 1
 
 install: $(STAMP)
 
-$(STAMP): requirements/lock.txt pyproject.toml setup.py
+# The edgerain._C extension's sources (csrc/runtime/ is a separate CMake project): editing them
+# re-runs the editable install, which rebuilds the extension in place.
+EXT_SOURCES := $(shell find csrc -path csrc/runtime -prune -o -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' -o -name '*.h' \) -print 2>/dev/null)
+
+$(STAMP): requirements/lock.txt pyproject.toml setup.py $(EXT_SOURCES)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -r requirements/lock.txt
 	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
