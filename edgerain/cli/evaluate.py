@@ -62,6 +62,7 @@ def eval_command(
     from rich.table import Table
 
     from edgerain.data.pairs import find_pairs
+    from edgerain.errors import EdgerainError
     from edgerain.eval.evaluate import CSV_NAME, IMAGES_DIR, SUMMARY_NAME, evaluate
     from edgerain.pipeline import check_tiling
 
@@ -69,9 +70,9 @@ def eval_command(
     check_tiling(tile, overlap)
     find_pairs(data)
     if save_images and out is None:
-        from edgerain.errors import EdgerainError
-
         raise EdgerainError("--save-images needs --out (the folder the images go to)")
+    if out is not None and out.exists() and not out.is_dir():
+        raise EdgerainError(f"output {out} exists and is not a folder")
     net, weights_label, trained = _load(model, weights)
     console = Console()
     result = evaluate(net, data, out, save_images, tile, overlap, progress, weights=weights_label, trained=trained)

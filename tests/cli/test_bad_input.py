@@ -11,10 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_png
 from PIL import Image
 
 from edgerain.cli import main
+
+
+def write_png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from conftest import write_png
+from PIL import Image
 
 from edgerain.cli import main
 from edgerain.data.io import load_image, load_image_tensor, quantize_8bit
 from edgerain.models.checkpoint import load_checkpoint, save_checkpoint
 from edgerain.models.inference import derain_tensor
+
+
+def write_png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -46,14 +46,6 @@ def test_16bit_grayscale_keeps_precision(tmp_path, rng):
     np.testing.assert_allclose(img[..., 2], arr / 65535.0, atol=1e-7)
 
 
-def test_16bit_rgb_png_keeps_precision(tmp_path, rng, encode_png16):
-    arr = rng.integers(0, 65536, (6, 5, 3), dtype=np.uint16)
-    (tmp_path / "c16.png").write_bytes(encode_png16(arr, first_filter=4))
-    img = load_image(tmp_path / "c16.png")
-    np.testing.assert_allclose(img, arr / 65535.0, atol=1e-7)
-    assert np.abs(img * 255 - np.round(img * 255)).max() > 0.01  # more than 8 bits survived
-
-
 def test_16bit_rgb_tiff_keeps_precision(tmp_path, rng):
     import tifffile
 
