@@ -75,7 +75,9 @@ def eval_command(
         raise EdgerainError(f"output {out} exists and is not a folder")
     net, weights_label, trained = _load(model, weights)
     console = Console()
-    result = evaluate(net, data, out, save_images, tile, overlap, progress, weights=weights_label, trained=trained)
+    result = evaluate(
+        net, data, out, save_images, tile, progress, overlap=overlap, weights=weights_label, trained=trained
+    )
 
     table = Table(title=f"{result.model} on {data} ({result.count} pairs)")
     table.add_column("")

@@ -144,22 +144,48 @@ def _load_tiff_16bit(path: Path) -> np.ndarray:
     return arr.astype(np.float64) / 65535.0
 
 
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # an unreadable EXIF block is no reason to refuse the pixels
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn stored pixels (H, W, C) upright as the EXIF orientation tag says (as cameras and viewers do)."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }
+    return np.ascontiguousarray(ops[orientation](arr)) if orientation in ops else arr
+
+
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as RGB float32 (H, W, 3) in [0, 1]; one-line EdgerainError if it cannot."""
+    """Read an image file as RGB float32 (H, W, 3) in [0, 1], upright; one-line EdgerainError if it cannot."""
     path = Path(path)
     _check_file(path)
     try:
-        if is_16bit_png(path):
-            try:
-                data = decode_png16(path.read_bytes())
-            except PNGDecodeError as exc:
-                raise EdgerainError(f"cannot read image {path}: {_describe(exc)}") from None
-            return _to_rgb(data.astype(np.float64) / 65535.0, path)
         with _strict_pil(), Image.open(path) as img:
-            img.load()  # decode now: truncation and corruption surface here, not later
-            if _is_16bit_colour_tiff(img):
-                return _to_rgb(_load_tiff_16bit(path), path)
-            return _pil_to_array(img, path)
+            if is_16bit_png(path):
+                try:
+                    data = decode_png16(path.read_bytes())
+                except PNGDecodeError as exc:
+                    raise EdgerainError(f"cannot read image {path}: {_describe(exc)}") from None
+                arr = _to_rgb(data.astype(np.float64) / 65535.0, path)
+            else:
+                img.load()  # decode now: truncation and corruption surface here, not later
+                arr = _to_rgb(_load_tiff_16bit(path), path) if _is_16bit_colour_tiff(img) else _pil_to_array(img, path)
+            return _apply_orientation(arr, _orientation(img))
     except EdgerainError:
         raise
     except Image.UnidentifiedImageError:
@@ -173,12 +199,13 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """``(width, height)`` from the file header only (no decoding)."""
+    """``(width, height)`` of the upright image (as :func:`load_image` returns it), from the header only."""
     path = Path(path)
     _check_file(path)
     try:
         with Image.open(path) as img:
-            return img.size
+            w, h = img.size
+            return (h, w) if _orientation(img) in _TRANSPOSED else (w, h)
     except Image.UnidentifiedImageError:
         raise EdgerainError(f"{path} is not an image file (or not in a format edgerain can read)") from None
     except Exception as exc:

@@ -132,8 +132,9 @@ def evaluate(
     out: str | os.PathLike[str] | None = None,
     save_images: bool = False,
     tile: int | None = None,
-    overlap: int = 32,
     progress: bool = True,
+    *,
+    overlap: int = 32,
     weights: str | None = None,
     trained: bool | None = None,
 ) -> EvalResult:

@@ -157,3 +157,21 @@ def test_expand_inputs(tmp_path, rng):
         expand_inputs([tmp_path / "nope"])
     with pytest.raises(EdgerainError, match="no input"):
         expand_inputs([])
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_like_pillow(tmp_path, rng, orientation):
+    from PIL import ImageOps
+
+    from edgerain.data.io import image_size
+
+    arr = rng.integers(0, 256, (5, 8, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "o.png"
+    Image.fromarray(arr).save(path, exif=exif)
+    with Image.open(path) as img:
+        expected = np.asarray(ImageOps.exif_transpose(img)) / np.float32(255)
+    got = load_image(path)
+    np.testing.assert_array_equal(got, expected)
+    assert image_size(path) == (got.shape[1], got.shape[0])
