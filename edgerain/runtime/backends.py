@@ -14,12 +14,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgerain.errors import EdgerainError, MissingCapabilityError
-from edgerain.runtime.spec import RuntimeSpec
+from edgerain.runtime.spec import CPU_PROVIDER, RuntimeSpec
 
 log = logging.getLogger("edgerain.runtime")
-
-CPU_PROVIDER = "CPUExecutionProvider"
-DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", CPU_PROVIDER)
 
 
 class GraphRunner(Protocol):
@@ -209,10 +206,12 @@ def _torch_context_kind(model: Any) -> str | None:
 
 
 class TrtRunner:
-    """TensorRT engines built from the bundle's ONNX graphs on this device (TensorRT 10 API).
+    """TensorRT engines for the bundle's ONNX graphs (TensorRT 10 API).
 
-    Engines are specific to the GPU and TensorRT version, so they are built here and cached beside
-    the graphs as ``<graph>.<trt version>.<gpu>.engine``; device memory comes from torch.
+    Engines are specific to the GPU and TensorRT version: a prebuilt engine from the bundle's
+    ``engines/`` folder (``build_engine.sh``) is used when its record matches this GPU, TensorRT
+    version and graph hash; otherwise one is built here and cached in ``~/.cache/edgerain/engines``
+    (never inside the bundle, whose file list is hashed). Device memory comes from torch.
     """
 
     backend = "trt"
@@ -231,23 +230,51 @@ class TrtRunner:
             raise MissingCapabilityError("the 'trt' backend uses torch for CUDA memory: install torch") from None
         if not torch.cuda.is_available():
             raise MissingCapabilityError("the 'trt' backend needs a CUDA GPU; none is visible")
+        from edgerain import bundle as bundle_format
+
         self._trt, self._torch = trt, torch
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self.fp16 = fp16
         self.workspace = workspace_mib << 20
-        gpu = torch.cuda.get_device_name().replace(" ", "_")
-        self._tag = f"{trt.__version__}.{gpu}.{'fp16' if fp16 else 'fp32'}"
+        self._gpu = torch.cuda.get_device_name()
+        self._records = bundle_format.read_engine_records(spec.root)
+        self._hashes = {name: entry["sha256"] for name, entry in spec.manifest["files"].items()}
+        self._root = spec.root
+        self.engines_used: list[str] = []
         self.context_engine = self._engine(spec.context_file) if spec.context_file else None
         self.main_engines = [self._engine(f) for f in spec.main_files]
         self.num_mains = len(self.main_engines)
 
+    def _prebuilt(self, onnx_path: Path) -> Path | None:
+        rel = onnx_path.relative_to(self._root).as_posix()
+        for rec in self._records:
+            if (
+                rec["graph"] == rel
+                and rec["graph_sha256"] == self._hashes.get(rel)
+                and rec["gpu"] == self._gpu
+                and self._trt.__version__.startswith(rec["tensorrt"])
+                and rec["dla_core"] is None
+            ):
+                return self._root / rec["engine"]
+        return None
+
     def _engine(self, onnx_path: Path) -> tuple[Any, Any]:
         trt = self._trt
-        cache = onnx_path.with_suffix(f".{self._tag}.engine")
+        prebuilt = self._prebuilt(onnx_path)
+        if prebuilt is not None:
+            engine = self._runtime.deserialize_cuda_engine(prebuilt.read_bytes())
+            self.engines_used.append(str(prebuilt))
+            return engine, engine.create_execution_context()
+        tag = f"{self._hashes.get(onnx_path.name, onnx_path.stem)[:16]}.{trt.__version__}.{self._gpu}"
+        tag += ".fp16" if self.fp16 else ".fp32"
+        cache = Path.home() / ".cache" / "edgerain" / "engines" / (tag.replace(" ", "_").replace("/", "_") + ".engine")
         if cache.is_file():
             engine = self._runtime.deserialize_cuda_engine(cache.read_bytes())
         else:
+            log.warning(
+                "no prebuilt engine for %s on this GPU: building one (run build_engine.sh to prebuild)", onnx_path.name
+            )
             builder = trt.Builder(self._logger)
             network = builder.create_network(0)
             parser = trt.OnnxParser(network, self._logger)
@@ -267,8 +294,10 @@ class TrtRunner:
             blob = builder.build_serialized_network(network, config)
             if blob is None:
                 raise EdgerainError(f"TensorRT could not build an engine for {onnx_path.name}")
+            cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_bytes(bytes(blob))
             engine = self._runtime.deserialize_cuda_engine(blob)
+        self.engines_used.append(str(cache))
         return engine, engine.create_execution_context()
 
     def _run(self, pair: tuple[Any, Any], inputs: list[np.ndarray]) -> np.ndarray:

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from edgerain.bundle import mix_soft, to_uint8
 from edgerain.errors import EdgerainError
 from edgerain.runtime import imageio
 from edgerain.runtime.backends import GraphRunner, OrtRunner, TorchModelRunner, TrtRunner
-from edgerain.runtime.processing import run_tiled, to_uint8
+from edgerain.runtime.processing import run_tiled
 from edgerain.runtime.spec import RuntimeSpec, load_spec
 
 log = logging.getLogger("edgerain.runtime")
@@ -119,10 +120,7 @@ class Derainer:
         runner = self.runner
 
         def mixed(t: np.ndarray) -> np.ndarray:
-            out = np.zeros_like(t)
-            for e in range(runner.num_mains):
-                out += np.float32(scores[e]) * runner.main(e, t, None)
-            return out
+            return mix_soft((runner.main(e, t, None) for e in range(runner.num_mains)), scores[None])
 
         return run_tiled(mixed, x, self.pad_multiple, self.tile, self.overlap)
 

@@ -1,8 +1,8 @@
-"""The bundle's processing convention on numpy arrays (docs/bundle-format.md, steps 1-5).
+"""Tiling and blending for the bundle's processing convention (docs/bundle-format.md, step 4).
 
-Padding, tiling and blending follow :mod:`edgerain.models.inference` / ``pad_to_multiple`` exactly
-(tests compare them), so a bundle run here matches the PyTorch model, and ``csrc/runtime`` repeats
-the same arithmetic in C++. Each tile's output is cropped and clamped to [0, 1] before blending,
+Padding, cropping and encoding come from :mod:`edgerain.bundle`. Tiling and blending follow
+:func:`edgerain.models.inference.derain_tensor` exactly (tests compare them), so a bundle run here
+matches the PyTorch model; ``csrc/runtime`` repeats the same arithmetic in C++. Each tile's output is cropped and clamped to [0, 1] before blending,
 as the PyTorch model does when it runs a tile.
 """
 
@@ -12,22 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edgerain.bundle import crop_clamp, pad_image
 from edgerain.errors import EdgerainError
-
-
-def pad_amounts(h: int, w: int, multiple: int) -> tuple[int, int]:
-    """Bottom and right padding that bring (h, w) to multiples of ``multiple``."""
-    return (-h) % multiple, (-w) % multiple
-
-
-def pad_reflect_else_replicate(x: np.ndarray, multiple: int) -> np.ndarray:
-    """Pad an NCHW array bottom/right to a multiple: reflect, or edge where a side is too short."""
-    h, w = x.shape[-2:]
-    ph, pw = pad_amounts(h, w, multiple)
-    if ph == 0 and pw == 0:
-        return x
-    mode = "reflect" if ph < h and pw < w else "edge"
-    return np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -61,8 +47,7 @@ def blend_ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray
 def run_padded(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, multiple: int) -> np.ndarray:
     """Pad, run ``fn`` (padded NCHW -> padded NCHW), crop back and clamp to [0, 1]."""
     h, w = x.shape[-2:]
-    y = fn(np.ascontiguousarray(pad_reflect_else_replicate(x, multiple), dtype=np.float32))
-    return np.clip(y[..., :h, :w], 0.0, 1.0)
+    return crop_clamp(fn(np.ascontiguousarray(pad_image(x, multiple), dtype=np.float32)), h, w)
 
 
 def run_tiled(
@@ -86,8 +71,3 @@ def run_tiled(
             out[..., y0 : y0 + th, x0 : x0 + tw] += piece * w2
             weight[..., y0 : y0 + th, x0 : x0 + tw] += w2
     return out / weight
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """[0, 1] float -> 8 bits, rounding half up (the bundle's encoding rule)."""
-    return np.floor(np.clip(x, 0.0, 1.0) * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)

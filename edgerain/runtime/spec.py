@@ -1,19 +1,22 @@
-"""What the runtime needs to know about a bundle, read from its manifest (docs/bundle-format.md)."""
+"""What the runtime needs to know about a bundle, read through :mod:`edgerain.bundle`."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 from pathlib import Path
 from typing import Any
 
-from edgerain.errors import EdgerainError
+from edgerain import bundle as bundle_format
+
+CPU_PROVIDER = "CPUExecutionProvider"
 
 
 @dataclasses.dataclass(frozen=True)
 class RuntimeSpec:
     root: Path
     model_name: str
+    precision: str
     pad_multiple: int
     context_file: Path | None
     context_kind: str | None  # "router" | "prior"
@@ -26,41 +29,27 @@ class RuntimeSpec:
     manifest: dict[str, Any]
 
 
-def load_spec(bundle: str | Path, verify_hashes: bool = True) -> RuntimeSpec:
+def load_spec(bundle: str | os.PathLike[str], verify_hashes: bool = True) -> RuntimeSpec:
+    """Read and validate the manifest; with ``verify_hashes``, refuse missing, altered or extra files."""
     root = Path(bundle)
-    path = root / "manifest.json"
-    if not path.is_file():
-        raise EdgerainError(f"{root} is not a bundle: {path.name} is missing")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise EdgerainError(f"cannot read {path}: {exc}") from None
-    graphs = manifest.get("graphs", {})
+    manifest = bundle_format.read_manifest(root)
+    if verify_hashes:
+        bundle_format.check_files(root, manifest)
+    graphs = manifest["graphs"]
     ctx = graphs.get("context")
-    mains = graphs.get("main", [])
-    inp = manifest.get("input", {})
-    tiling = manifest.get("tiling", {}) or {}
-    files = manifest.get("files", {})
-    for name in [*(m["file"] for m in mains), *([ctx["file"]] if ctx else [])]:
-        f = root / name
-        if not f.is_file():
-            raise EdgerainError(f"bundle {root} is incomplete: {name} is missing")
-        if verify_hashes and name in files:
-            from edgerain.utils import sha256_file
-
-            if sha256_file(f) != files[name]["sha256"]:
-                raise EdgerainError(f"bundle {root}: {name} does not match its sha256 in the manifest")
+    providers = manifest["target"].get("providers") or [CPU_PROVIDER]
     return RuntimeSpec(
         root=root,
-        model_name=manifest.get("model", {}).get("name", "?"),
-        pad_multiple=int(inp.get("pad_multiple", 8)),
+        model_name=manifest["model"]["name"],
+        precision=manifest["precision"],
+        pad_multiple=int(manifest["input"]["pad_multiple"]),
         context_file=root / ctx["file"] if ctx else None,
-        context_kind=ctx.get("kind") if ctx else None,
+        context_kind=ctx["kind"] if ctx else None,
         routing_rule=ctx.get("rule") if ctx else None,
-        main_files=tuple(root / m["file"] for m in mains),
-        tile=tiling.get("tile"),
-        overlap=int(tiling.get("overlap", 32)),
-        providers=tuple(manifest.get("providers", ["CPUExecutionProvider"])),
-        tolerance=float(manifest.get("parity", {}).get("atol", 1e-3)),
+        main_files=tuple(root / g["file"] for g in graphs["main"]),
+        tile=manifest["tiling"]["tile"],
+        overlap=int(manifest["tiling"]["overlap"]),
+        providers=tuple(providers),
+        tolerance=float(manifest["parity"]["atol"]),
         manifest=manifest,
     )

@@ -1,5 +1,7 @@
 // Reading a bundle's manifest (nlohmann::json) and checking its files' SHA-256 hashes.
 #include <array>
+#include <filesystem>
+#include <map>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -106,36 +108,77 @@ std::string sha256_file(const std::string& path) {
   return sha.hex();
 }
 
-BundleSpec load_bundle(const std::string& root, bool verify_hashes) {
+namespace {
+
+// The input convention this runtime implements (edgerain/bundle.py INPUT_CONVENTION).
+void check_input_convention(const nlohmann::json& input, const std::string& where) {
+  const std::vector<std::pair<std::string, nlohmann::json>> expected = {
+      {"layout", "NCHW"},
+      {"color", "RGB"},
+      {"dtype", "float32"},
+      {"range", nlohmann::json::array({0.0, 1.0})},
+      {"batch", 1},
+      {"pad_mode", "reflect-else-replicate"},
+      {"output_range", nlohmann::json::array({0.0, 1.0})},
+      {"encode", "uint8-round-half-up"},
+  };
+  for (const auto& [key, value] : expected) {
+    if (!input.contains(key) || input[key] != value) {
+      throw Error(where + ": input." + key + " is not " + value.dump() + ", the convention this runtime follows");
+    }
+  }
+}
+
+}  // namespace
+
+BundleSpec load_bundle(const std::string& root_in, bool verify_hashes) {
+  std::string root = root_in;
+  while (root.size() > 1 && root.back() == '/') root.pop_back();
   const std::string manifest_path = root + "/manifest.json";
-  if (!is_file(manifest_path)) throw Error(root + " is not a bundle: manifest.json is missing");
+  if (!std::filesystem::is_directory(root)) throw Error(root + " is not a bundle folder");
+  if (!is_file(manifest_path)) throw Error(root + " is not a bundle (or is incomplete): manifest.json is missing");
   nlohmann::json m;
   try {
     std::ifstream in(manifest_path);
     in >> m;
   } catch (const nlohmann::json::exception& e) {
-    throw Error("cannot read " + manifest_path + ": " + e.what());
+    throw Error(manifest_path + " is not valid JSON (" + e.what() + ")");
   }
   BundleSpec spec;
   spec.root = root;
+  std::map<std::string, std::pair<std::string, uint64_t>> files;  // name -> (sha256, bytes)
   try {
-    spec.model_name = m.value("/model/name"_json_pointer, std::string("?"));
-    spec.pad_multiple = m.value("/input/pad_multiple"_json_pointer, 8);
+    if (m.at("format").get<std::string>() != "edgerain-bundle") throw Error(manifest_path + " is not an edgerain bundle");
+    const int version = m.at("format_version").get<int>();
+    if (version != 1) {
+      throw Error("bundle format version " + std::to_string(version) +
+                  " is not supported (this runtime reads version 1); re-export the bundle");
+    }
+    spec.model_name = m.at("model").at("name").get<std::string>();
+    const auto& input = m.at("input");
+    check_input_convention(input, manifest_path);
+    spec.pad_multiple = input.at("pad_multiple").get<int>();
+    if (spec.pad_multiple < 1) throw Error(manifest_path + ": input.pad_multiple must be at least 1");
     const auto& graphs = m.at("graphs");
     if (graphs.contains("context") && !graphs["context"].is_null()) {
       const auto& ctx = graphs["context"];
       spec.context_file = root + "/" + ctx.at("file").get<std::string>();
       spec.context_kind = ctx.at("kind").get<std::string>();
-      spec.routing_rule = ctx.value("rule", std::string());
+      if (spec.context_kind != "router" && spec.context_kind != "prior") {
+        throw Error(manifest_path + ": unknown context kind '" + spec.context_kind + "'");
+      }
+      if (spec.context_kind == "router") spec.routing_rule = ctx.at("rule").get<std::string>();
     }
     for (const auto& g : graphs.at("main")) spec.main_files.push_back(root + "/" + g.at("file").get<std::string>());
-    if (m.contains("tiling") && m["tiling"].is_object()) {
-      const auto& t = m["tiling"];
-      if (t.contains("tile") && !t["tile"].is_null()) spec.tile = t["tile"].get<int>();
-      spec.overlap = t.value("overlap", 32);
-    }
-    if (m.contains("providers")) spec.providers = m["providers"].get<std::vector<std::string>>();
+    const auto& tiling = m.at("tiling");
+    if (!tiling.at("tile").is_null()) spec.tile = tiling["tile"].get<int>();
+    spec.overlap = tiling.at("overlap").get<int>();
+    const auto& target = m.at("target");
+    if (target.contains("providers")) spec.providers = target["providers"].get<std::vector<std::string>>();
     if (spec.providers.empty()) spec.providers = {"CPUExecutionProvider"};
+    for (const auto& [name, entry] : m.at("files").items()) {
+      files[name] = {entry.at("sha256").get<std::string>(), entry.at("bytes").get<uint64_t>()};
+    }
   } catch (const nlohmann::json::exception& e) {
     throw Error(manifest_path + " does not follow the bundle format: " + e.what());
   }
@@ -143,16 +186,28 @@ BundleSpec load_bundle(const std::string& root, bool verify_hashes) {
   if (spec.context_kind == "router" && spec.routing_rule != "hard-top1" && spec.routing_rule != "soft") {
     throw Error(manifest_path + ": unknown routing rule '" + spec.routing_rule + "'");
   }
-  std::vector<std::string> files = spec.main_files;
-  if (spec.context_file) files.push_back(*spec.context_file);
-  for (const auto& f : files) {
-    if (!is_file(f)) throw Error("bundle " + root + " is incomplete: " + f.substr(root.size() + 1) + " is missing");
+  if (spec.tile > 0 && 2 * spec.overlap >= spec.tile) throw Error(manifest_path + ": tiling overlap too large");
+  std::vector<std::string> graphs = spec.main_files;
+  if (spec.context_file) graphs.push_back(*spec.context_file);
+  for (const auto& f : graphs) {
     const std::string name = f.substr(root.size() + 1);
-    if (verify_hashes && m.contains("files") && m["files"].contains(name)) {
-      const std::string want = m["files"][name].at("sha256").get<std::string>();
-      if (sha256_file(f) != want) {
-        throw Error("bundle " + root + ": " + name + " does not match its sha256 in the manifest");
+    if (!is_file(f)) throw Error("bundle " + root + " is incomplete: " + name + " is missing");
+    if (files.count(name) == 0) throw Error(manifest_path + " does not hash " + name + ", which the bundle uses");
+  }
+  if (verify_hashes) {
+    // As edgerain.bundle.check_files: every listed file present and unaltered, nothing unlisted.
+    for (const auto& [name, entry] : files) {
+      const std::string path = root + "/" + name;
+      if (!is_file(path)) throw Error("bundle " + root + " is incomplete: " + name + " is missing");
+      if (std::filesystem::file_size(path) != entry.second || sha256_file(path) != entry.first) {
+        throw Error("bundle " + root + ": " + name + " does not match its sha256 in the manifest (altered)");
       }
+    }
+    for (const auto& e : std::filesystem::recursive_directory_iterator(root)) {
+      if (!e.is_regular_file()) continue;
+      const std::string rel = std::filesystem::relative(e.path(), root).generic_string();
+      if (rel == "manifest.json" || rel.rfind("engines/", 0) == 0) continue;
+      if (files.count(rel) == 0) throw Error("bundle " + root + " holds files its manifest does not list: " + rel);
     }
   }
   return spec;

@@ -6,7 +6,6 @@ legacy exporter (opset 17, dynamic H/W) and writes a manifest.
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgerain.utils import sha256_file
+from edgerain import bundle as bundle_format
 
 
 class _Main(nn.Module):
@@ -57,6 +56,20 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
         )
 
 
+def tiny_model(name: str, seed: int = 0, **config_changes: Any) -> Any:
+    """A seeded tiny network; ``config_changes`` replace fields of its registered config."""
+    import dataclasses
+
+    from edgerain.models import build_model
+    from edgerain.models.registry import get_entry
+
+    config = dataclasses.replace(get_entry(name).config, **config_changes) if config_changes else None
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build_model(name, config=config, quiet_clip=True)
+
+
 def make_bundle(model: Any, root: Path, tile: int | None = None, overlap: int = 16) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -83,16 +96,24 @@ def make_bundle(model: Any, root: Path, tile: int | None = None, overlap: int = 
         else:
             _export(_Main(model, None), (x,), root / "main_0.onnx", ["image"], "output")
             graphs["main"].append({"file": "main_0.onnx"})
-    files = [g["file"] for g in graphs["main"]] + ([graphs["context"]["file"]] if "context" in graphs else [])
+    for g in [*graphs["main"], *([graphs["context"]] if "context" in graphs else [])]:
+        g["precision"] = "fp32"
+        g["inputs"] = [{"name": "image", "shape": [1, 3, "height", "width"], "dtype": "float32"}]
+        g["outputs"] = [{"name": "output", "shape": [1, 3, "height", "width"], "dtype": "float32"}]
     manifest = {
-        "format_version": 1,
-        "model": {"name": model.registry_name},
-        "input": {"pad_multiple": model.pad_multiple, "pad_mode": "reflect-else-replicate"},
+        "format": bundle_format.FORMAT_NAME,
+        "format_version": bundle_format.FORMAT_VERSION,
+        "model": {"name": model.registry_name, "family": model.registry_name.removesuffix("-tiny"), "config": {}},
+        "precision": "fp32",
+        "target": {"name": "x86-cpu", "providers": ["CPUExecutionProvider"]},
+        "input": {"pad_multiple": model.pad_multiple, **bundle_format.INPUT_CONVENTION},
         "graphs": graphs,
         "tiling": {"tile": tile, "overlap": overlap},
-        "providers": ["CPUExecutionProvider"],
-        "parity": {"atol": 1e-4},
-        "files": {f: {"sha256": sha256_file(root / f)} for f in files},
+        "shape_profiles": [],
+        "parity": {"atol": 1e-4, "min_psnr_db": 60.0, "samples": []},
+        "versions": {},
+        "files": bundle_format.hash_tree(root),
     }
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    bundle_format.validate_manifest(manifest)
+    (root / bundle_format.MANIFEST_NAME).write_text(bundle_format.dumps_manifest(manifest))
     return root
