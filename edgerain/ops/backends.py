@@ -14,7 +14,6 @@ this input), both as ``(bool, reason)`` so the dispatcher can say why it skipped
 
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 from collections.abc import Sequence
@@ -73,20 +72,21 @@ class ReferenceBackend:
 class ExtensionBackend:
     name = "extension"
 
-    @functools.cached_property
-    def module(self) -> ModuleType | None:
-        try:
-            return importlib.import_module("edgerain._C")
-        except ImportError:
-            return None
+    def __init__(self) -> None:
+        # Imported on first use and remembered (no functools.cached_property: its lock stops torch.compile).
+        self._loaded = False
+        self._module: ModuleType | None = None
+        self._import_error = ""
 
-    @functools.cached_property
-    def _import_error(self) -> str:
-        try:
-            importlib.import_module("edgerain._C")
-        except ImportError as exc:
-            return str(exc)
-        return ""
+    @property
+    def module(self) -> ModuleType | None:
+        if not self._loaded:
+            try:
+                self._module = importlib.import_module("edgerain._C")
+            except ImportError as exc:
+                self._import_error = str(exc)
+            self._loaded = True
+        return self._module
 
     def cuda_compiled(self) -> bool:
         return self.module is not None and bool(self.module.cuda_compiled())
@@ -155,13 +155,21 @@ class TritonBackend:
     max_head_dim = 256
     max_updw_channels = 1024
 
-    @functools.cached_property
+    def __init__(self) -> None:
+        self._version: str | None = None
+        self._looked = False
+
+    @property
     def triton_version(self) -> str | None:
-        try:
-            import triton
-        except ImportError:
-            return None
-        return str(triton.__version__)
+        if not self._looked:
+            try:
+                import triton
+
+                self._version = str(triton.__version__)
+            except ImportError:
+                self._version = None
+            self._looked = True
+        return self._version
 
     def available(self) -> Verdict:
         if self.triton_version is None:

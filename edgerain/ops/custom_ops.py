@@ -2,7 +2,8 @@
 
 ``edgerain::mgca_window_attention(q, k, v, mask, window, shift, backend)`` and
 ``edgerain::updw(x, dw_weight, dw_bias, ln_weight, ln_bias, pw_weight, pw_bias, backend)`` run the
-named fused backend (``extension`` or ``triton``), with CPU and CUDA kernels registered side by side
+backend named (or, for ``auto``, the one :func:`edgerain.ops.dispatch.choose` picks when the op
+runs: that is how a compiled graph dispatches), with CPU and CUDA kernels registered side by side
 and fake implementations for torch.compile / torch.export (shapes only). The kernels are
 forward-only: the registered backward recomputes the PyTorch reference and differentiates it.
 """
@@ -13,16 +14,15 @@ import torch
 from torch import Tensor
 
 from edgerain.ops.backends import BACKENDS
-from edgerain.ops.dispatch import run_reference
-
-FUSED = ("extension", "triton")
+from edgerain.ops.dispatch import choose, run_reference
 
 
 def _run(op: str, backend: str, args: tuple) -> Tensor:
-    if backend not in FUSED:
-        raise ValueError(f"edgerain::{op} runs fused backends only ({', '.join(FUSED)}), got {backend!r}")
-    impl = BACKENDS[backend]
-    return impl.run(op, args)  # type: ignore[union-attr]
+    name, _ = choose(op, args, backend)  # a forced backend that cannot serve raises, naming why
+    if name == "reference":
+        # Contiguous like the fake implementations say (the reference may return a permuted layout).
+        return run_reference(op, args).contiguous()
+    return BACKENDS[name].run(op, args)  # type: ignore[union-attr]
 
 
 @torch.library.custom_op("edgerain::mgca_window_attention", mutates_args=(), device_types="cpu")
@@ -120,3 +120,6 @@ def _reference_vjp(
 
 mgca_window_attention_op.register_autograd(_mgca_backward, setup_context=_mgca_setup)
 updw_op.register_autograd(_updw_backward, setup_context=_updw_setup)
+
+
+OP_BY_NAME = {"mgca_window_attention": mgca_window_attention_op, "updw": updw_op}

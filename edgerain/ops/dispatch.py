@@ -76,6 +76,19 @@ def run_reference(op: str, args: Sequence[Any]) -> Tensor:
     return updw_reference(*args)
 
 
+def _dispatch(op: str, args: tuple, backend: str | None) -> Tensor:
+    from edgerain.ops import custom_ops
+
+    if torch.compiler.is_compiling() and not exporting():
+        # Under torch.compile / torch.export the availability checks must not be traced: the
+        # custom op (one graph node) makes the choice when it runs.
+        return custom_ops.OP_BY_NAME[op](*args, requested_backend(backend))
+    name, _ = choose(op, args, backend)
+    if name == "reference":
+        return run_reference(op, args)
+    return custom_ops.OP_BY_NAME[op](*args, name)
+
+
 def mgca_window_attention(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int, shift: int, backend: str | None = None
 ) -> Tensor:
@@ -83,13 +96,7 @@ def mgca_window_attention(
 
     Semantics: :func:`edgerain.ops.reference.mgca_window_attention_reference`.
     """
-    args = (q, k, v, mask, int(window), int(shift))
-    name, _ = choose("mgca_window_attention", args, backend)
-    if name == "reference":
-        return run_reference("mgca_window_attention", args)
-    from edgerain.ops.custom_ops import mgca_window_attention_op
-
-    return mgca_window_attention_op(q, k, v, mask, int(window), int(shift), name)
+    return _dispatch("mgca_window_attention", (q, k, v, mask, int(window), int(shift)), backend)
 
 
 def updw(
@@ -103,13 +110,7 @@ def updw(
     backend: str | None = None,
 ) -> Tensor:
     """UpDWBlock: (B, Cin, h, w) -> (B, Cout, 2h, 2w). Semantics: :func:`edgerain.ops.reference.updw_reference`."""
-    args = (x, dw_weight, dw_bias, ln_weight, ln_bias, pw_weight, pw_bias)
-    name, _ = choose("updw", args, backend)
-    if name == "reference":
-        return run_reference("updw", args)
-    from edgerain.ops.custom_ops import updw_op
-
-    return updw_op(x, dw_weight, dw_bias, ln_weight, ln_bias, pw_weight, pw_bias, name)
+    return _dispatch("updw", (x, dw_weight, dw_bias, ln_weight, ln_bias, pw_weight, pw_bias), backend)
 
 
 def backend_report() -> list[tuple[str, str, bool, str]]:

@@ -117,3 +117,22 @@ def test_model_with_fused_cpu_ops_gives_reference_output(name, has_extension, ti
         fused = model(x)
     assert {c for c in calls} == {("mgca_window_attention", "extension"), ("updw", "extension")}
     assert rel_error(fused, ref.double()) < 1e-5
+
+
+@pytest.mark.parametrize("backend", ["extension", "auto"])
+def test_compile_sees_one_node_without_graph_breaks(backend, request):
+    if backend == "extension":
+        request.getfixturevalue("has_extension")
+    q, k, v, mask = mgca_inputs(1, 1, 4, 6, 7, torch.float32, seed=10)
+    graphs = []
+
+    def count_graphs(gm, example_inputs):  # type: ignore[no-untyped-def]
+        graphs.append([str(n.target) for n in gm.graph.nodes if n.op == "call_function"])
+        return gm.forward
+
+    def attend(q, k, v, mask):  # type: ignore[no-untyped-def]
+        return ops.mgca_window_attention(q, k, v, mask, 4, 2, backend=backend) + 1
+
+    compiled = torch.compile(attend, backend=count_graphs, fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v, mask), attend(q, k, v, mask))
+    assert len(graphs) == 1 and sum("mgca_window_attention" in t for t in graphs[0]) == 1, graphs
