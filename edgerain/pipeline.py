@@ -65,6 +65,26 @@ def plan_outputs(inputs: Iterable[str | os.PathLike[str]], out_dir: str | os.Pat
     return jobs
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (a CUDA GPU when torch sees one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    from edgerain.errors import MissingCapabilityError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise EdgerainError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise EdgerainError(f"unsupported device '{name}' (use auto, cpu, cuda or cuda:N)")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MissingCapabilityError(f"device '{name}' needs a CUDA GPU, and torch sees none here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise MissingCapabilityError(f"device '{name}': only {torch.cuda.device_count()} CUDA GPU(s) visible")
+    return device
+
+
 def model_device(model: DerainModel) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")

@@ -16,6 +16,7 @@ MODEL_HELP = "Network name (see `edgerain models`); default: the bundled default
 WEIGHTS_HELP = "Checkpoint (.safetensors) to load; it names its own network."
 TILE_HELP = "Run in square tiles of this side (pixels) for large images; default: whole image."
 OVERLAP_HELP = "Overlap between tiles in pixels (with --tile)."
+DEVICE_HELP = "auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N."
 
 
 def register(app: typer.Typer) -> None:
@@ -24,12 +25,14 @@ def register(app: typer.Typer) -> None:
     app.command("demo-data")(demo_data)
 
 
-def _load(model: str | None, weights: Path | None) -> tuple[DerainModel, str, bool]:
-    """The network, a label for its weights, and whether they are trained."""
+def _load(model: str | None, weights: Path | None, device: str) -> tuple[DerainModel, str, bool]:
+    """The network (on ``device``), a label for its weights, and whether they are trained."""
     from edgerain.api import load_model
     from edgerain.models.default import DEFAULT_WEIGHTS, is_trained
+    from edgerain.pipeline import resolve_device
 
-    net = load_model(model, weights)
+    target = resolve_device(device)
+    net = load_model(model, weights).to(target)
     if weights is not None:
         return net, str(weights), is_trained(net)
     if model is None:
@@ -55,6 +58,7 @@ def eval_command(
     ] = False,
     tile: Annotated[int | None, typer.Option(help=TILE_HELP)] = None,
     overlap: Annotated[int, typer.Option(help=OVERLAP_HELP)] = 32,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Y-channel PSNR/SSIM and RGB PSNR of a network on a paired folder, with the rainy input as baseline."""
@@ -64,16 +68,17 @@ def eval_command(
     from edgerain.data.pairs import find_pairs
     from edgerain.errors import EdgerainError
     from edgerain.eval.evaluate import CSV_NAME, IMAGES_DIR, SUMMARY_NAME, evaluate
-    from edgerain.pipeline import check_tiling
+    from edgerain.pipeline import check_tiling, resolve_device
 
     # Check everything the user typed before the (slow) model is built.
     check_tiling(tile, overlap)
+    resolve_device(device)
     find_pairs(data)
     if save_images and out is None:
         raise EdgerainError("--save-images needs --out (the folder the images go to)")
     if out is not None and out.exists() and not out.is_dir():
         raise EdgerainError(f"output {out} exists and is not a folder")
-    net, weights_label, trained = _load(model, weights)
+    net, weights_label, trained = _load(model, weights, device)
     console = Console()
     result = evaluate(
         net, data, out, save_images, tile, progress, overlap=overlap, weights=weights_label, trained=trained
@@ -111,16 +116,18 @@ def derain(
     weights: Annotated[Path | None, typer.Option(help=WEIGHTS_HELP)] = None,
     tile: Annotated[int | None, typer.Option(help=TILE_HELP)] = None,
     overlap: Annotated[int, typer.Option(help=OVERLAP_HELP)] = 32,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Derain image files and folders into OUT (one PNG per input, same name)."""
     from rich.console import Console
 
-    from edgerain.pipeline import check_tiling, derain_paths, plan_outputs
+    from edgerain.pipeline import check_tiling, derain_paths, plan_outputs, resolve_device
 
     check_tiling(tile, overlap)
+    resolve_device(device)
     plan_outputs(inputs, out)  # fail on bad inputs before the model is built
-    net, _label, trained = _load(model, weights)
+    net, _label, trained = _load(model, weights, device)
     written = derain_paths(inputs, out, net, tile=tile, overlap=overlap, progress=progress)
     console = Console()
     console.print(f"wrote {len(written)} image{'s' if len(written) != 1 else ''} to {out}")

@@ -192,9 +192,20 @@ def _unusual_images(folder: Path, rng: np.random.Generator) -> dict[str, tuple[i
 def test_unusual_images_are_accepted(tmp_path, rng, capsys):
     sizes = _unusual_images(tmp_path / "in", rng)
     out = tmp_path / "out"
-    rc = main(["derain", str(tmp_path / "in"), "-o", str(out), "--model", "rdmc-tiny", "--no-progress"])
+    rc = main(
+        ["derain", str(tmp_path / "in"), "-o", str(out), "--model", "rdmc-tiny", "--device", "cpu", "--no-progress"]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     for stem, size in sizes.items():
         with Image.open(out / f"{stem}.png") as img:
             assert img.mode == "RGB" and img.size == size
+
+
+def test_bad_device(tmp_path, good_png, capsys):
+    out = tmp_path / "out"
+    base = ["derain", str(good_png), "-o", str(out), "--model", "rdmc-tiny", "--device"]
+    _assert_clean_failure(capsys, [*base, "tpu"], out, "unknown device 'tpu'")
+    _assert_clean_failure(capsys, [*base, "mps"], out, "unsupported device 'mps'")
+    if not torch.cuda.is_available():
+        _assert_clean_failure(capsys, [*base, "cuda"], out, "needs a CUDA GPU")
