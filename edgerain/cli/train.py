@@ -1,0 +1,110 @@
+"""``edgerain synth`` (labelled rainy/clean pairs) and ``edgerain train``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("synth")(synth)
+    app.command("train")(train)
+
+
+def synth(
+    out: Annotated[Path, typer.Option("--out", "-o", help="New folder for rain/, norain/, labels.csv, labels.json.")],
+    count: Annotated[int, typer.Option(help="Number of pairs.")] = 100,
+    seed: Annotated[int, typer.Option(help="Stream seed: the same seed gives the same pairs.")] = 0,
+    size: Annotated[int, typer.Option(help="Side of the square pairs in pixels.")] = 256,
+    rain_class: Annotated[
+        str | None, typer.Option("--rain-class", help="Only this density class: light, moderate or heavy.")
+    ] = None,
+    train_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Training data root (clean sets + streaks_Garg06); default $EDGERAIN_TRAIN_DATA or ../shared/data/train."
+        ),
+    ] = None,
+) -> None:
+    """Synthesise labelled rainy/clean pairs from clean photos and real Garg-Nayar rain-streak layers."""
+    from edgerain.data.streaks import write_pair_folder
+
+    path = write_pair_folder(out, count, seed, size, train_root, rain_class)
+    typer.echo(f"wrote {count} pairs to {path} (labels in labels.csv / labels.json)")
+
+
+def train(
+    model: Annotated[str, typer.Option(help="Registered network name (see `edgerain models`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, log.jsonl, curve.png.")],
+    data: Annotated[
+        str, typer.Option(help="'synth' (on-the-fly synthesis), 'synth:TRAIN_ROOT', or a folder of rain/norain pairs.")
+    ] = "synth",
+    iters: Annotated[int, typer.Option(help="Total optimiser steps (the cosine schedule spans them).")] = 1000,
+    batch: Annotated[int, typer.Option(help="Global batch size (split across torchrun processes).")] = 8,
+    patch: Annotated[int, typer.Option(help="Side of the square training crops.")] = 64,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 5e-4,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 1e-4,
+    warmup_iters: Annotated[int, typer.Option(help="Linear learning-rate warm-up steps.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the data stream and the initialisation.")] = 0,
+    val: Annotated[
+        list[Path] | None, typer.Option(help="Folder of rain/norain pairs for validation PSNR (repeatable).")
+    ] = None,
+    val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 500,
+    val_max_pairs: Annotated[int | None, typer.Option(help="Use at most N pairs of each validation folder.")] = None,
+    ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps...")] = 200,
+    ckpt_minutes: Annotated[float, typer.Option(help="...or every M minutes, whichever comes first.")] = 5.0,
+    log_every: Annotated[int, typer.Option(help="Write a log.jsonl line every N steps.")] = 10,
+    clip_weights: Annotated[
+        str | None, typer.Option(help="Pretrained CLIP weights (file, folder or hub tag); default: random.")
+    ] = None,
+    shared_warmup: Annotated[
+        float,
+        typer.Option(help="CLIP-RPN: fraction of the run training one shared expert before all experts specialise."),
+    ] = 0.0,
+    calibrate_per_class: Annotated[
+        int, typer.Option(help="CLIP-RPN without pretrained CLIP: synthetic images per class to fit the router.")
+    ] = 200,
+    time_budget_minutes: Annotated[
+        float | None,
+        typer.Option(help="Stop after this much training time; the schedule follows time when it binds first."),
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    amp: Annotated[bool, typer.Option(help="bf16 autocast on a CUDA GPU (ignored on the CPU).")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a network on synthetic or paired data; resumable, runs under torchrun (DDP) as well."""
+    import json
+
+    from edgerain.train.loop import TrainConfig
+    from edgerain.train.loop import train as run_training
+
+    cfg = TrainConfig(
+        model=model,
+        data=data,
+        out=str(out),
+        iters=iters,
+        batch=batch,
+        patch=patch,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_iters=warmup_iters,
+        seed=seed,
+        val=tuple(str(v) for v in (val or [])),
+        val_every=val_every,
+        val_max_pairs=val_max_pairs,
+        ckpt_every=ckpt_every,
+        ckpt_minutes=ckpt_minutes,
+        log_every=log_every,
+        clip_weights=clip_weights,
+        shared_warmup=shared_warmup,
+        calibrate_per_class=calibrate_per_class,
+        resume=resume,
+        time_budget_minutes=time_budget_minutes,
+        amp=amp,
+        progress=progress,
+    )
+    summary = run_training(cfg)
+    if summary.get("rank", 0) == 0:
+        typer.echo(json.dumps(summary))

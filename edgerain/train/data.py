@@ -1,0 +1,130 @@
+"""Training and validation data: an on-the-fly synthetic rain stream, or a folder of rain/norain pairs.
+
+Sample ``i`` of a source is a pure function of (seed, i), so a resumed or distributed run draws
+exactly the samples a single uninterrupted run would (each DDP rank takes its own slice of a step's
+indices).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from edgerain.data.io import load_image
+from edgerain.data.pairs import find_pairs
+from edgerain.data.streaks import RAIN_CLASSES, RainSynthesizer, class_of_mean_rain
+from edgerain.errors import EdgerainError
+
+SYNTH_PREFIX = "synth"
+
+
+class TrainSource(Protocol):
+    def describe(self) -> dict[str, object]: ...
+
+    def sample(self, index: int, patch: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """(rainy, clean) float32 (patch, patch, 3) in [0, 1] and the density-class label."""
+        ...
+
+
+class SynthSource:
+    """Pairs synthesised on the fly (``--data synth`` or ``--data synth:TRAIN_ROOT``)."""
+
+    def __init__(self, synth: RainSynthesizer, seed: int) -> None:
+        self.synth = synth
+        self.seed = seed
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "synthetic (Garg-Nayar streaks on clean photos)", "seed": self.seed, **self.synth.describe()}
+
+    def sample(self, index: int, patch: int) -> tuple[np.ndarray, np.ndarray, int]:
+        rainy, clean, pattern = self.synth.pair(self.seed, index, patch)
+        return rainy, clean, pattern.label
+
+
+def read_labels(root: Path) -> dict[str, int]:
+    """labels.csv written by ``edgerain synth`` (name, rain_class, ...), when present."""
+    path = root / "labels.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        return {row["name"]: RAIN_CLASSES.index(row["rain_class"]) for row in csv.DictReader(f)}
+
+
+class PairFolderSource:
+    """Random crops of a folder of pairs held in memory; labels from labels.csv or the rain amount."""
+
+    def __init__(self, root: str | os.PathLike[str], seed: int) -> None:
+        self.root = Path(root)
+        self.seed = seed
+        pairs = find_pairs(self.root)
+        labels = read_labels(self.root)
+        self.names: list[str] = []
+        self.rainy: list[np.ndarray] = []
+        self.clean: list[np.ndarray] = []
+        self.labels: list[int] = []
+        for pair in pairs:
+            r, c = load_image(pair.rain), load_image(pair.norain)
+            self.names.append(pair.name)
+            self.rainy.append(r)
+            self.clean.append(c)
+            self.labels.append(labels.get(pair.name, class_of_mean_rain(float((r - c).mean()))))
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "pair folder", "root": str(self.root), "pairs": len(self.names), "seed": self.seed}
+
+    def sample(self, index: int, patch: int) -> tuple[np.ndarray, np.ndarray, int]:
+        rng = np.random.default_rng([self.seed, index])
+        i = int(rng.integers(len(self.names)))
+        r, c = self.rainy[i], self.clean[i]
+        h, w = r.shape[:2]
+        if h < patch or w < patch:
+            raise EdgerainError(f"pair '{self.names[i]}' ({w}x{h}) is smaller than the patch size {patch}")
+        y, x = int(rng.integers(h - patch + 1)), int(rng.integers(w - patch + 1))
+        rc, cc = r[y : y + patch, x : x + patch], c[y : y + patch, x : x + patch]
+        if rng.random() < 0.5:
+            rc, cc = rc[:, ::-1], cc[:, ::-1]
+        return np.ascontiguousarray(rc), np.ascontiguousarray(cc), self.labels[i]
+
+
+def open_source(spec: str, seed: int) -> TrainSource:
+    """``synth`` (default training root), ``synth:ROOT`` or a folder of rain/norain pairs."""
+    if spec == SYNTH_PREFIX or spec.startswith(SYNTH_PREFIX + ":"):
+        root = spec.partition(":")[2] or None
+        return SynthSource(RainSynthesizer(root), seed)
+    path = Path(spec)
+    if not path.is_dir():
+        raise EdgerainError(f"--data '{spec}' is neither 'synth', 'synth:ROOT' nor a folder of pairs")
+    return PairFolderSource(path, seed)
+
+
+def make_batch(source: TrainSource, indices: list[int], patch: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Stack samples into (rainy, clean) (B, 3, P, P) tensors and labels (B,)."""
+    rs, cs, ls = [], [], []
+    for i in indices:
+        r, c, label = source.sample(i, patch)
+        rs.append(r)
+        cs.append(c)
+        ls.append(label)
+    rainy = torch.from_numpy(np.stack(rs)).permute(0, 3, 1, 2).contiguous()
+    clean = torch.from_numpy(np.stack(cs)).permute(0, 3, 1, 2).contiguous()
+    return rainy, clean, torch.tensor(ls, dtype=torch.long)
+
+
+class ValidationSet:
+    """A folder of pairs evaluated on whole images (no crop)."""
+
+    def __init__(self, root: str | os.PathLike[str], max_pairs: int | None = None) -> None:
+        self.root = Path(root)
+        pairs = find_pairs(self.root)[:max_pairs]
+        self.name = self.root.name
+        # (rainy as a (1, 3, H, W) tensor, clean as an (H, W, 3) array for the metric)
+        self.items: list[tuple[Tensor, np.ndarray]] = []
+        for pair in pairs:
+            rainy = torch.from_numpy(load_image(pair.rain)).permute(2, 0, 1).unsqueeze(0).contiguous()
+            self.items.append((rainy, load_image(pair.norain)))
