@@ -67,6 +67,7 @@ class EvalResult:
     timing: dict[str, Any]
     tile: int | None
     overlap: int
+    images: str | None = None  # the side-by-side folder under OUT when this run wrote one
 
     @property
     def count(self) -> int:
@@ -84,6 +85,7 @@ class EvalResult:
             "timing": self.timing,
             "tile": self.tile,
             "overlap": self.overlap if self.tile else None,
+            "images": self.images,
             "conventions": CONVENTIONS,
         }
 
@@ -188,6 +190,7 @@ def evaluate(
         result = _result(model, weights, trained if trained is not None else is_trained(model), data_dir, rows,
                          tile, overlap, device)  # fmt: skip
         if stage is not None:
+            result.images = IMAGES_DIR if save_images else None
             _write_csv(stage / CSV_NAME, rows)
             (stage / SUMMARY_NAME).write_text(json.dumps(result.summary(), indent=2, allow_nan=False) + "\n")
     return result

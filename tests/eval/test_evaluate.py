@@ -75,6 +75,7 @@ def test_rows_means_and_files(pair_folder, tmp_path):
     assert summary["psnr_y"] == pytest.approx(result.means["psnr_y"])
     assert summary["input"]["ssim_y"] == pytest.approx(result.input_means["ssim_y"])
     assert summary["trained"] is True and summary["data"] == str(pair_folder)
+    assert summary["images"] == "images"
     side = load_image(out / "images" / "002.png")
     assert side.shape == (40, 3 * 56 + 2 * _GAP, 3)
     np.testing.assert_array_equal(side[:, :56], rainy)
