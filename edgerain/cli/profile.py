@@ -93,3 +93,42 @@ def _print_table(path: Path, data: dict, rows: list[list[str]]) -> None:
             f"measured ceilings: copy {ceil.get('copy_gbps', 0):.0f} GB/s, "
             f"fp16 matmul {ceil.get('matmul_tflops', 0):.1f} TFLOP/s"
         )
+
+
+# ---- `profile run`: a bundle or model end to end (runtime room; implementation in edgerain/runtime/profile.py) ----
+
+
+@profile_app.command("run")
+def run_network(
+    subject: str = typer.Argument(..., help="A bundle folder, a model name (e.g. clip-rpn-edge) or a checkpoint file."),
+    backend: str = typer.Option("ort", "--backend", "-b", help="ort | trt (bundles), torch (models)."),
+    shape: str = typer.Option("1280x720", "--shape", help="Image size WIDTHxHEIGHT."),
+    iters: int = typer.Option(20, "--iters", help="Timed runs."),
+    warmup: int = typer.Option(2, "--warmup", help="Untimed runs first."),
+    out: Path = typer.Option(None, "--out", help="Folder for profile.json and profile.png."),
+    target: list[str] = typer.Option(
+        None, "--target", help="Target profile(s) to project onto (default: jetson-orin-agx, jetson-orin-nano)."
+    ),
+    weights: str = typer.Option(None, "--weights", help="Checkpoint for a model name (torch backend)."),
+    tile: int = typer.Option(None, "--tile", help="Override the tile size (0: whole image)."),
+    threads: int = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
+) -> None:
+    """Latency percentiles, throughput, peak memory, per-op breakdown and roofline projection of one network."""
+    from edgerain.runtime.profile import profile, summary_lines
+
+    result = profile(
+        subject,
+        backend=backend,
+        shape=shape,
+        iters=iters,
+        warmup=warmup,
+        out=out,
+        targets=target or None,
+        weights=weights,
+        tile=tile,
+        threads=threads,
+        log=lambda line: typer.echo(line, err=True),
+    )
+    for line in summary_lines(result.report):
+        typer.echo(line)
+    typer.echo(f"wrote {result.out_dir / 'profile.json'} and {result.out_dir / 'profile.png'}")

@@ -65,6 +65,8 @@ class OrtRunner:
         except ImportError:
             raise MissingCapabilityError("the 'ort' backend needs onnxruntime: pip install onnxruntime") from None
         self._ort = ort
+        # Failures surface as EdgerainError with ORT's message; its own logger would print them twice.
+        ort.set_default_logger_severity(4)
         self.providers = choose_providers(providers or list(spec.providers), ort.get_available_providers())
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
@@ -92,7 +94,7 @@ class OrtRunner:
     def context(self, x: np.ndarray) -> np.ndarray:
         assert self.context_session is not None
         name = self.context_session.get_inputs()[0].name
-        return self.context_session.run(None, {name: x})[0]
+        return _run_session(self.context_session, {name: x}, "the context graph")
 
     def main(self, index: int, x: np.ndarray, context: np.ndarray | None) -> np.ndarray:
         names = self._main_inputs[index]
@@ -101,7 +103,7 @@ class OrtRunner:
             if context is None:
                 raise EdgerainError(f"main graph {index} needs a context input but the bundle has no context graph")
             feeds[names[1]] = context
-        return self.main_sessions[index].run(None, feeds)[0]
+        return _run_session(self.main_sessions[index], feeds, f"main graph {index}")
 
     def end_profiling(self) -> list[str]:
         """Stop ORT profiling on every session; return the trace files written."""
@@ -114,6 +116,15 @@ class OrtRunner:
             "onnxruntime": self._ort.__version__,
             "providers": self.main_sessions[0].get_providers(),
         }
+
+
+def _run_session(session: Any, feeds: dict[str, np.ndarray], what: str) -> np.ndarray:
+    try:
+        return session.run(None, feeds)[0]
+    except Exception as exc:  # onnxruntime's own exception types; a broken graph is the bundle's fault
+        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feeds.items())
+        message = str(exc).splitlines()[0][-300:]
+        raise EdgerainError(f"onnxruntime failed running {what} on {shapes}: {message}") from None
 
 
 class TorchModelRunner:
