@@ -291,10 +291,14 @@ def analyse(model: Any, height: int, width: int, precision: str) -> dict[str, An
     # Shape arithmetic left after folding (Shape -> Gather -> Concat ...) is computed by TensorRT
     # at build time for static shapes: not layers either.
     build_time = set(g.consts)
+    alias: dict[str, str] = {}  # Q/DQ/Identity output -> the tensor it passes through
     for i, node in enumerate(m.graph.node):
         ins = [n for n in node.input if n]
-        if node.op_type in _NOT_LAYERS or node.op_type == "Shape" or (ins and all(n in build_time for n in ins)):
+        if node.op_type == "Shape" or (ins and all(n in build_time for n in ins)) or node.op_type == "Constant":
             build_time.update(node.output)
+            continue
+        if node.op_type in _NOT_LAYERS:
+            alias[node.output[0]] = node.input[0]
             continue
         name = node.name or f"{node.op_type}_{i}"
         reason = classify(node, g, precision)
@@ -304,8 +308,12 @@ def analyse(model: Any, height: int, width: int, precision: str) -> dict[str, An
         on_dla[name] = reason is None
         for out in node.output:
             producer[out] = name
-    # DLA subgraphs: connected components of DLA layers linked by tensors passed between them.
+    # DLA subgraphs. A loadable cannot hold two DLA layers with a GPU layer on a path between them
+    # (the partition graph would have a cycle), so layers get a stage number that grows by one at
+    # every DLA<->GPU change along any path, and a subgraph is a connected group of DLA layers of
+    # one stage. This is how TensorRT has to split the graph, give or take its own heuristics.
     parent = {n: n for n, ok in on_dla.items() if ok}
+    stage: dict[str, int] = {}
 
     def find(x: str) -> str:
         while parent[x] != x:
@@ -315,12 +323,19 @@ def analyse(model: Any, height: int, width: int, precision: str) -> dict[str, An
 
     for i, node in enumerate(m.graph.node):
         name = node.name or f"{node.op_type}_{i}"
-        if not on_dla.get(name):
+        if name not in on_dla:
             continue
+        sources = []
         for inp in node.input:
-            src = producer.get(inp)
-            if src is not None and on_dla.get(src):
-                parent[find(src)] = find(name)
+            while inp in alias:
+                inp = alias[inp]
+            if inp in producer:
+                sources.append(producer[inp])
+        stage[name] = max((stage[s] + (on_dla[s] != on_dla[name]) for s in sources), default=0)
+        if on_dla[name]:
+            for src in sources:
+                if on_dla[src] and stage[src] == stage[name]:
+                    parent[find(src)] = find(name)
     subgraphs = len({find(n) for n in parent})
     dla_layers = sum(on_dla.values())
     return {

@@ -97,6 +97,7 @@ def _bundle_dir(out: Path) -> Iterator[Path]:
         raise EdgerainError(f"{out} is a non-empty folder that is not a bundle; refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be copied and shared
     try:
         yield tmp
         old = None
@@ -292,6 +293,11 @@ def export_bundle(
 
     net = load_network(model, weights, clip_weights)
     images = P.samples_from_folder(samples) if samples is not None else P.default_samples()
+    if tgt.tensorrt is not None:
+        # One sample at the smallest size the shape profiles admit, so that verify can run
+        # TensorRT engines (whose profiles start there) against a stored reference on the device.
+        smallest = min((p.min for p in tgt.shape_profiles), key=lambda hw: hw[0] * hw[1])
+        images.append(P.synthetic_rainy(*smallest, np.random.default_rng(P.SAMPLE_SEED + 1)))
     calibration = None
     export_net = net
     if precision == "int8":

@@ -232,8 +232,31 @@ def to_fp16(model: Any, name: str) -> Any:
             keep_io_types=True,
             op_block_list=[*DEFAULT_OP_BLOCK_LIST, "Pow", "ReduceMean", "Sqrt", "Reciprocal"],
         )
-    # The converter only inserts casts around blocked nodes; a second simplification pass buys nothing.
+    # The converter only inserts casts around blocked nodes (a second simplification pass buys
+    # nothing) but appends the input casts at the end of the node list: restore the order.
+    toposort(half)
     return finalize(half, name, simplify_graph=False)
+
+
+def toposort(model: Any) -> None:
+    """Reorder ``model.graph.node`` in place so that every node follows its producers (stable)."""
+    nodes = list(model.graph.node)
+    available = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer} | {""}
+    placed: list[Any] = []
+    pending = nodes
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in available for i in node.input):
+                placed.append(node)
+                available.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            raise EdgerainError(f"graph has a cycle or an undefined input at node {rest[0].name}")
+        pending = rest
+    del model.graph.node[:]
+    model.graph.node.extend(placed)
 
 
 def serialize(model: Any) -> bytes:

@@ -210,7 +210,7 @@ build() {{  # build ENGINE GRAPH GRAPH_SHA256 PROFILE PRECISION DLA_CORE|null --
     echo "error: $graph does not match the bundle's manifest (altered); re-export the bundle" >&2; exit 5
   fi
   echo "building $engine"
-  if ! "$TRTEXEC" "$@" > "$engine.log" 2>&1; then
+  if ! "$@" > "$engine.log" 2>&1; then
     echo "error: trtexec failed for $engine; see $engine.log" >&2; exit 6
   fi
   local dla_json=null; [ "$dla" != null ] && dla_json="$dla"
