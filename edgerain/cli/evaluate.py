@@ -19,6 +19,10 @@ OVERLAP_HELP = "Overlap between tiles in pixels (with --tile)."
 DEVICE_HELP = "auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N."
 
 
+# Path parameters use readable=False: edgerain's own checks report unreadable files as one-line
+# errors (Typer's would print a usage block instead).
+
+
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
     app.command("derain")(derain)
@@ -49,10 +53,14 @@ def _untrained_notice(console: Console, name: str) -> None:
 
 
 def eval_command(
-    data: Annotated[Path, typer.Option("--data", help="Folder with rain/NNN.png + norain/NNN.png pairs.")],
+    data: Annotated[
+        Path, typer.Option("--data", help="Folder with rain/NNN.png + norain/NNN.png pairs.", readable=False)
+    ],
     model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
-    weights: Annotated[Path | None, typer.Option(help=WEIGHTS_HELP)] = None,
-    out: Annotated[Path | None, typer.Option(help="Folder for per_image.csv, summary.json (and images/).")] = None,
+    weights: Annotated[Path | None, typer.Option(help=WEIGHTS_HELP, readable=False)] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for per_image.csv, summary.json (and images/).", readable=False)
+    ] = None,
     save_images: Annotated[
         bool, typer.Option("--save-images", help="Also write rainy | derained | clean PNGs to OUT/images.")
     ] = False,
@@ -110,10 +118,12 @@ def eval_command(
 
 
 def derain(
-    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (PNG files, named after the inputs).")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.", readable=False)],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder (PNG files, named after the inputs).", readable=False)
+    ],
     model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
-    weights: Annotated[Path | None, typer.Option(help=WEIGHTS_HELP)] = None,
+    weights: Annotated[Path | None, typer.Option(help=WEIGHTS_HELP, readable=False)] = None,
     tile: Annotated[int | None, typer.Option(help=TILE_HELP)] = None,
     overlap: Annotated[int, typer.Option(help=OVERLAP_HELP)] = 32,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
@@ -136,7 +146,9 @@ def derain(
 
 
 def demo_data(
-    out: Annotated[Path, typer.Argument(help="Folder to write rain/NNN.png + norain/NNN.png (+ labels.csv) into.")],
+    out: Annotated[
+        Path, typer.Argument(help="Folder to write rain/NNN.png + norain/NNN.png (+ labels.csv) into.", readable=False)
+    ],
     count: Annotated[int, typer.Option(help="Number of pairs.")] = 6,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same pairs.")] = 0,
 ) -> None:

@@ -273,7 +273,10 @@ def is_image_name(path: Path) -> bool:
 
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder`` (not recursive, hidden files skipped), sorted by name."""
-    return sorted((p for p in folder.iterdir() if p.is_file() and is_image_name(p)), key=lambda p: p.name)
+    try:
+        return sorted((p for p in folder.iterdir() if p.is_file() and is_image_name(p)), key=lambda p: p.name)
+    except OSError as exc:
+        raise EdgerainError(f"cannot list folder {folder}: {exc.strerror or _describe(exc)}") from None
 
 
 def expand_inputs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
