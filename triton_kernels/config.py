@@ -71,13 +71,17 @@ def updw_config(device: torch.device, cin: int, cout: int) -> TileConfig:
     if major == 0:
         # Interpreter: few, large programs (each program costs ~0.1 s whatever its size).
         return TileConfig(num_warps=4, block_m=32, block_n=pad_block(cout))
+    # A program keeps nine (block_m x block_c) fp32 neighbour tiles live; budget about 144 of those
+    # values per thread (255 registers is the hardware limit) and add warps as the tile grows.
     if (major, minor) == (8, 7):
-        # Orin: keep the (block_m x block_c) fp32 working set near 4096 values per program.
-        block_m = max(16, min(64, 4096 // block_c))
-        return TileConfig(num_warps=4, num_stages=1, block_m=block_m, block_n=min(block_n, 32))
-    # Hopper and other desktop GPUs: larger tiles, 8 warps for wide inputs.
-    block_m = max(16, min(64, 8192 // block_c))
-    return TileConfig(num_warps=4 if block_c <= 64 else 8, num_stages=1, block_m=block_m, block_n=block_n)
+        # Orin: 16 SMs at most, so smaller pixel tiles give every SM several programs even at
+        # decoder level 2 of a 512x512 image (64x64 low-resolution pixels).
+        block_m = max(16, min(32, 2048 // block_c))
+        return TileConfig(
+            num_warps=max(4, min(16, block_m * block_c // 512)), block_m=block_m, block_n=min(block_n, 32)
+        )
+    block_m = max(16, min(64, 2048 // block_c))
+    return TileConfig(num_warps=max(4, min(16, block_m * block_c // 512)), block_m=block_m, block_n=block_n)
 
 
 @triton.jit

@@ -108,8 +108,8 @@ def _updw_fwd_kernel(
     in_dtype = x_ptr.dtype.element_ty
 
     for phase in tl.static_range(4):
-        pa: tl.constexpr = phase // 2
-        pb: tl.constexpr = phase % 2
+        pa = phase // 2  # constexpr: static_range unrolls the phases
+        pb = phase % 2
         acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32) + dw_bias[None, :]
         for ty in tl.static_range(3):
             for tx in tl.static_range(3):

@@ -153,7 +153,7 @@ class TritonBackend:
     name = "triton"
     max_window_pixels = 256  # a 256 x 256 fp32 logits tile is the most one program holds
     max_head_dim = 256
-    max_updw_channels = 1024
+    max_updw_channels = 512  # nine (16 x Cin) fp32 tiles per program: beyond this they spill registers
 
     def __init__(self) -> None:
         self._version: str | None = None
