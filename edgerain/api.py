@@ -33,7 +33,9 @@ def load_model(
     if model is None:
         return load_default_model()
     get_entry(model)
-    return build_model(model, pretrained=clip_weights)
+    net = build_model(model, pretrained=clip_weights)
+    net.provenance = {"trained": False, "clip_weights": clip_weights}  # type: ignore[assignment]
+    return net
 
 
 @dataclasses.dataclass
@@ -54,7 +56,6 @@ def route_images(
 ) -> RouteResults:
     """CLIP-RPN router scores for each image (decided on the whole image)."""
     from edgerain.data.io import expand_inputs, load_image_tensor
-
     from edgerain.models.clip_rpn import ClipRPN
 
     net = load_model(model, weights)

@@ -39,6 +39,23 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _usage_error_message(exc: Exception) -> str | None:
+    """One line for a command-line usage error (typer >= 0.29 vendors its own click), else None."""
+    import click
+
+    classes: list[type] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+
+        classes.append(TyperClickException)
+    except ImportError:
+        pass
+    if not isinstance(exc, tuple(classes)):
+        return None
+    text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     from edgerain.errors import EdgerainError
 
@@ -60,13 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return 2
-        raise
+    except Exception as exc:
+        message = _usage_error_message(exc)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
+        return 2
     return 0
 
 

@@ -43,11 +43,14 @@ def route(
     from edgerain.api import route_images
 
     results = route_images(images, model=model, weights=weights)
-    table = Table(title="CLIP-RPN routing")
-    table.add_column("image")
-    for prompt in results.prompts:
-        table.add_column(prompt, justify="right")
+    table = Table(title="CLIP-RPN routing (scores per prompt; legend below)")
+    table.add_column("image", overflow="fold")
+    for k in range(len(results.prompts)):
+        table.add_column(f"p{k}", justify="right")
     table.add_column("expert", justify="right")
     for r in results.rows:
         table.add_row(str(r.path), *(f"{s:.3f}" for s in r.scores), str(r.expert))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for k, prompt in enumerate(results.prompts):
+        console.print(f"p{k}: {prompt}")

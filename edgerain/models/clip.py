@@ -75,7 +75,14 @@ def create_clip(model_name: str, pretrained: str | None, *, quiet: bool = False)
                 UntrainedCLIPWarning,
                 stacklevel=2,
             )
-        return oc.create_model(model_name, pretrained=None)
+        # open_clip logs its own "initialized randomly" line; our warning above already says it.
+        open_clip_log = logging.getLogger()
+        previous = open_clip_log.level
+        open_clip_log.setLevel(logging.ERROR)
+        try:
+            return oc.create_model(model_name, pretrained=None)
+        finally:
+            open_clip_log.setLevel(previous)
     path = Path(pretrained).expanduser()
     if path.is_dir():
         cfg_file, weights = path / "open_clip_config.json", path / "open_clip_model.safetensors"

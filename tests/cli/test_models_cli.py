@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -44,19 +46,20 @@ def test_unknown_option_is_a_usage_error(capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
-def test_route_prints_scores_and_expert(tmp_path, capsys):
-    from conftest import write_png
-
+def test_route_prints_scores_and_expert(tmp_path, capsys, png_writer, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # rich would shorten the long temporary path
     rng = np.random.default_rng(0)
-    img = write_png(tmp_path / "a.png", rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    img = png_writer(tmp_path / "a.png", rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))
     assert main(["route", str(img), "--model", "clip-rpn-tiny"]) == 0
     out = capsys.readouterr().out
     assert "a.png" in out and "expert" in out
+    row = next(line for line in out.splitlines() if "a.png" in line)
+    *scores, expert = re.findall(r"\d+(?:\.\d+)?", row.split("a.png")[1])
+    assert len(scores) == 3 and abs(sum(float(s) for s in scores) - 1) < 0.01
+    assert int(expert) == max(range(3), key=lambda k: float(scores[k]))
 
 
-def test_route_refuses_a_network_without_router(tmp_path, capsys):
-    from conftest import write_png
-
-    img = write_png(tmp_path / "a.png", np.zeros((8, 8, 3), dtype=np.uint8))
+def test_route_refuses_a_network_without_router(tmp_path, capsys, png_writer):
+    img = png_writer(tmp_path / "a.png", np.zeros((8, 8, 3), dtype=np.uint8))
     assert main(["route", str(img), "--model", "rdmc-tiny"]) == 2
     assert "no CLIP router" in capsys.readouterr().err
