@@ -211,6 +211,8 @@ def _export_graph(plan: G.GraphPlan, net: Any, precision: str, trace_hw: tuple[i
         model = G.finalize(G.torch_to_onnx(plan, example), plan.file)
         if graph_precision == "fp16":
             model = G.to_fp16(model, plan.file)
+    if plan.role == "main":
+        G.pin_output_like_image(model)
     data = G.serialize(model)
     dest.write_bytes(data)
     return GraphRow(plan.file, plan.role, graph_precision, len(data), G.node_count(model))

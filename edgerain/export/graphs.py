@@ -259,6 +259,19 @@ def toposort(model: Any) -> None:
     model.graph.node.extend(placed)
 
 
+def pin_output_like_image(model: Any) -> None:
+    """A restoration graph's output has the image input's shape: state it (1, 3, height, width).
+
+    Shape inference cannot always prove the batch and channel dims through the residual add and
+    would name them (e.g. ``Addoutput_dim_0``); runtimes allocate from the declared shape.
+    """
+    image = next(i for i in model.graph.input if i.name == IMAGE)
+    out = model.graph.output[0].type.tensor_type.shape
+    out.ClearField("dim")
+    for d in image.type.tensor_type.shape.dim:
+        out.dim.add().CopyFrom(d)
+
+
 def serialize(model: Any) -> bytes:
     return bytes(model.SerializeToString(deterministic=True))
 
