@@ -37,7 +37,8 @@ def load_spec(bundle: str | os.PathLike[str], verify_hashes: bool = True) -> Run
         bundle_format.check_files(root, manifest)
     graphs = manifest["graphs"]
     ctx = graphs.get("context")
-    providers = manifest["target"].get("providers") or [CPU_PROVIDER]
+    # The execution-provider order the export chose for its target (top level; else the target's own).
+    providers = manifest.get("providers") or manifest["target"].get("providers") or [CPU_PROVIDER]
     return RuntimeSpec(
         root=root,
         model_name=manifest["model"]["name"],

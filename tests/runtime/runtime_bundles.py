@@ -1,65 +1,25 @@
-"""Tiny bundles for the runtime tests, written the way docs/bundle-format.md describes.
+"""Bundles for the runtime tests.
 
-Temporary stand-in until ``edgerain export`` lands: it exports a tiny model's graphs with the
-legacy exporter (opset 17, dynamic H/W) and writes a manifest.
+``make_bundle`` writes a bundle of any in-memory network quickly: the exporter's own graph split
+and trace (``edgerain.export.graphs``: plan, legacy trace with its floor-division fix), without
+the exporter's simplification, parity samples and build scripts, and a manifest validated by
+``edgerain.bundle``. The end-to-end tests also use a bundle from the real ``export_bundle``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from edgerain import bundle as bundle_format
 
 
-class _Main(nn.Module):
-    def __init__(self, model: Any, index: int | None) -> None:
-        super().__init__()
-        self.model, self.index = model, index
-
-    def forward(self, image: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        if self.index is not None:
-            return self.model.run_expert(self.index, image)
-        return self.model.forward_padded(image, context)
-
-
-class _Context(nn.Module):
-    def __init__(self, model: Any, kind: str) -> None:
-        super().__init__()
-        self.model, self.kind = model, kind
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model.router(image) if self.kind == "router" else self.model.global_context(image)
-
-
-def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], output: str) -> None:
-    axes = (
-        {"image": {2: "height", 3: "width"}, output: {2: "height", 3: "width"}}
-        if output == "output"
-        else {"image": {2: "height", 3: "width"}}
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            args,
-            str(path),
-            input_names=inputs,
-            output_names=[output],
-            dynamic_axes=axes,
-            opset_version=17,
-            dynamo=False,
-        )
-
-
 def tiny_model(name: str, seed: int = 0, **config_changes: Any) -> Any:
     """A seeded tiny network; ``config_changes`` replace fields of its registered config."""
-    import dataclasses
-
     from edgerain.models import build_model
     from edgerain.models.registry import get_entry
 
@@ -71,42 +31,31 @@ def tiny_model(name: str, seed: int = 0, **config_changes: Any) -> Any:
 
 
 def make_bundle(model: Any, root: Path, tile: int | None = None, overlap: int = 16) -> Path:
+    from edgerain.export import graphs as G
+
     root.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     m = model.pad_multiple
-    x = torch.rand(1, 3, 2 * m, 3 * m)
-    graphs: dict[str, Any] = {"main": []}
-    is_router = hasattr(model, "router") and hasattr(model, "experts")
-    kind = "router" if is_router else ("prior" if model.global_context(x) is not None else None)
-    with torch.no_grad():
-        if kind is not None:
-            _export(_Context(model, kind), (x,), root / "context.onnx", ["image"], "scores" if is_router else "tokens")
-            graphs["context"] = {"file": "context.onnx", "kind": kind}
-            if is_router:
-                graphs["context"]["rule"] = "hard-top1" if model.config.routing == "hard" else "soft"
-        if is_router:
-            for i in range(len(model.experts)):
-                _export(_Main(model, i), (x,), root / f"main_{i}.onnx", ["image"], "output")
-                graphs["main"].append({"file": f"main_{i}.onnx"})
-        elif kind == "prior":
-            _export(
-                _Main(model, None), (x, model.global_context(x)), root / "main_0.onnx", ["image", "context"], "output"
-            )
-            graphs["main"].append({"file": "main_0.onnx"})
+    graphs: dict[str, Any] = {"context": None, "main": []}
+    for plan in G.plan_graphs(model):
+        proto = G.torch_to_onnx(plan, plan.example_inputs(model, 4 * m, 6 * m))
+        (root / plan.file).write_bytes(G.serialize(proto))
+        inputs, outputs = G.io_spec(proto)
+        entry: dict[str, Any] = {"file": plan.file, "precision": "fp32", "inputs": inputs, "outputs": outputs}
+        if plan.role == "context":
+            entry["kind"] = plan.kind
+            if plan.kind == "router":
+                entry["rule"] = "hard-top1" if model.config.routing == "hard" else "soft"
+            graphs["context"] = entry
         else:
-            _export(_Main(model, None), (x,), root / "main_0.onnx", ["image"], "output")
-            graphs["main"].append({"file": "main_0.onnx"})
-    for g in [*graphs["main"], *([graphs["context"]] if "context" in graphs else [])]:
-        g["precision"] = "fp32"
-        g["inputs"] = [{"name": "image", "shape": [1, 3, "height", "width"], "dtype": "float32"}]
-        g["outputs"] = [{"name": "output", "shape": [1, 3, "height", "width"], "dtype": "float32"}]
+            graphs["main"].append(entry)
     manifest = {
         "format": bundle_format.FORMAT_NAME,
         "format_version": bundle_format.FORMAT_VERSION,
         "model": {"name": model.registry_name, "family": model.registry_name.removesuffix("-tiny"), "config": {}},
         "precision": "fp32",
         "target": {"name": "x86-cpu", "providers": ["CPUExecutionProvider"]},
-        "input": {"pad_multiple": model.pad_multiple, **bundle_format.INPUT_CONVENTION},
+        "input": {"pad_multiple": m, **bundle_format.INPUT_CONVENTION},
         "graphs": graphs,
         "tiling": {"tile": tile, "overlap": overlap},
         "shape_profiles": [],

@@ -13,7 +13,7 @@ import torch
 
 from edgerain.errors import EdgerainError, MissingCapabilityError
 from edgerain.models.inference import derain_tensor
-from edgerain.runtime import Derainer, derain_paths_with_bundle
+from edgerain.runtime import Derainer, derain_paths_with_bundle, imageio
 
 
 def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -179,3 +179,19 @@ def test_missing_providers_fall_back_with_a_log_line(case, caplog: pytest.LogCap
     assert "TensorrtExecutionProvider is not available" in caplog.text
     assert "CUDAExecutionProvider is not available" in caplog.text
     assert d.describe()["providers"] == ["CPUExecutionProvider"]
+
+
+def test_exported_bundle_matches_pytorch_and_its_samples(exported) -> None:
+    """A bundle from ``edgerain export``: the runtime reproduces the PyTorch model and the stored references."""
+    model, bundle = exported
+    d = Derainer(bundle)
+    img = _image(61, 70, seed=11)  # larger than the 48-pixel tiles
+    ref = _reference(model, img, tile=48, overlap=8)
+    assert np.abs(d(img) - ref).max() <= d.spec.tolerance
+    whole = Derainer(bundle, tile=0)  # the stored references are whole-image runs
+    samples = d.spec.manifest["parity"]["samples"]
+    assert samples
+    for sample in samples:
+        x = imageio.read_rgb(bundle / sample["input"])
+        expected = np.load(bundle / sample["reference"])[0].transpose(1, 2, 0)
+        assert np.abs(whole(x) - expected).max() <= d.spec.tolerance

@@ -173,8 +173,13 @@ BundleSpec load_bundle(const std::string& root_in, bool verify_hashes) {
     const auto& tiling = m.at("tiling");
     if (!tiling.at("tile").is_null()) spec.tile = tiling["tile"].get<int>();
     spec.overlap = tiling.at("overlap").get<int>();
+    // The execution-provider order the export chose for its target (top level; else the target's own).
     const auto& target = m.at("target");
-    if (target.contains("providers")) spec.providers = target["providers"].get<std::vector<std::string>>();
+    if (m.contains("providers") && m["providers"].is_array()) {
+      spec.providers = m["providers"].get<std::vector<std::string>>();
+    } else if (target.contains("providers")) {
+      spec.providers = target["providers"].get<std::vector<std::string>>();
+    }
     if (spec.providers.empty()) spec.providers = {"CPUExecutionProvider"};
     for (const auto& [name, entry] : m.at("files").items()) {
       files[name] = {entry.at("sha256").get<std::string>(), entry.at("bytes").get<uint64_t>()};
