@@ -208,15 +208,28 @@ def derain_paths_with_bundle(
     bundle: str | os.PathLike[str],
     backend: str = "ort",
     tile: int | None = None,
+    overlap: int | None = None,
+    progress: bool = True,
 ) -> list[Path]:
     """Derain image files and folders with a bundle into ``out_dir`` (PNG, same stem); returns the outputs.
 
-    What ``edgerain derain --bundle DIR`` calls.
+    What ``edgerain derain --bundle DIR`` calls. It shares ``edgerain derain``'s file handling
+    (:mod:`edgerain.pipeline`: every input checked and every output name claimed before anything
+    runs, EXIF orientation, atomic writes), so it needs the full package; on a device,
+    :meth:`Derainer.derain_file` needs only numpy, Pillow and onnxruntime.
     """
-    derainer = Derainer(bundle, backend=backend, tile=tile)
-    paths = imageio.expand_image_paths([Path(p) for p in inputs])
-    out_root = Path(out_dir)
-    written = []
-    for path in paths:
-        written.append(derainer.derain_file(path, out_root / f"{path.stem}.png"))
-    return written
+    import torch
+
+    from edgerain.data.io import load_image
+    from edgerain.pipeline import check_tiling, plan_outputs, run_jobs
+
+    if tile:
+        check_tiling(tile, overlap if overlap is not None else 32)
+    jobs = plan_outputs(inputs, out_dir)  # fail on bad inputs before any session is built
+    derainer = Derainer(bundle, backend=backend, tile=tile, overlap=overlap)
+
+    def one(src: Path) -> torch.Tensor:
+        x = load_image(src).transpose(2, 0, 1)[None]
+        return torch.from_numpy(derainer.run_nchw(x))
+
+    return run_jobs(jobs, one, progress)

@@ -14,8 +14,6 @@ import numpy as np
 from edgerain.errors import EdgerainError
 from edgerain.utils import atomic_path
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tga", ".ppm", ".pgm")
-
 
 def read_rgb(path: Path) -> np.ndarray:
     """Decode to float32 (H, W, 3) in [0, 1]."""
@@ -47,19 +45,3 @@ def write_rgb(path: Path, array_u8: np.ndarray) -> Path:
     with atomic_path(path) as tmp:
         Image.fromarray(array_u8, mode="RGB").save(tmp, format=fmt)
     return path
-
-
-def expand_image_paths(inputs: list[Path]) -> list[Path]:
-    """Files as given, folders expanded to their image files (sorted); missing paths are errors."""
-    paths: list[Path] = []
-    for p in inputs:
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise EdgerainError(f"{p}: no images in this folder")
-            paths.extend(found)
-        elif p.is_file():
-            paths.append(p)
-        else:
-            raise EdgerainError(f"{p}: no such file or folder")
-    return paths

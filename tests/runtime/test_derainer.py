@@ -97,9 +97,11 @@ def test_input_types_round_trip(case, tmp_path: Path) -> None:
     np.testing.assert_allclose(out_t.numpy().transpose(1, 2, 0), d(img), atol=1e-7)
     Image.fromarray(u8).save(tmp_path / "a.png")
     np.testing.assert_allclose(d(tmp_path / "a.png"), d(u8.astype(np.float32) / 255), atol=1e-7)
-    written = derain_paths_with_bundle([tmp_path / "a.png"], tmp_path / "out", bundle)
+    written = derain_paths_with_bundle([tmp_path / "a.png"], tmp_path / "out", bundle, progress=False)
     assert written == [tmp_path / "out" / "a.png"]
     np.testing.assert_array_equal(np.asarray(Image.open(written[0])), out_u8)
+    with pytest.raises(EdgerainError, match="overwrite the input"):
+        derain_paths_with_bundle([tmp_path / "a.png"], tmp_path, bundle, progress=False)
 
 
 def test_bad_images_are_refused(case, tmp_path: Path) -> None:
