@@ -125,7 +125,7 @@ def test_foreign_engines_are_refused_with_rebuild_hint(
 ) -> None:
     _add_engine(jetson_bundle, **overrides)
     _refused(jetson_bundle, message, capsys)
-    with pytest.raises(fmt.BundleError, match="build_engine.sh"):
+    with pytest.raises(fmt.BundleError, match=r"build_engine\.sh"):
         verify_bundle(jetson_bundle)
 
 
