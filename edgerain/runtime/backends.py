@@ -320,7 +320,11 @@ class TrtRunner:
         keep = []
         for name, arr in zip(in_names, inputs, strict=True):
             t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).cuda()
-            ctx.set_input_shape(name, tuple(t.shape))
+            if not ctx.set_input_shape(name, tuple(t.shape)):
+                raise EdgerainError(
+                    f"TensorRT engine does not accept {name} of shape {tuple(t.shape)} (outside its shape profile); "
+                    "use tiling (tile=...) or an engine built for larger images"
+                )
             ctx.set_tensor_address(name, t.data_ptr())
             keep.append(t)
         out = torch.empty(tuple(ctx.get_tensor_shape(out_names[0])), dtype=torch.float32, device="cuda")
