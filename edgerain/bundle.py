@@ -72,7 +72,7 @@ def pad_image(x: np.ndarray, multiple: int) -> np.ndarray:
     if ph == 0 and pw == 0:
         return x
     mode = "reflect" if ph < h and pw < w else "edge"
-    return np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)
+    return np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)  # type: ignore[call-overload]
 
 
 def crop_clamp(y: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -319,7 +319,7 @@ def check_files(bundle: str | os.PathLike[str], manifest: Mapping[str, Any]) -> 
 # --------------------------------------------------------------------------------------------
 # TensorRT engines (built on the device; one JSON record beside each engine).
 
-ENGINE_RECORD_KEYS = {
+ENGINE_RECORD_KEYS: dict[str, type | tuple[type, ...]] = {
     "engine": str,  # engines/<graph stem>.<profile>.engine
     "graph": str,  # the ONNX file it was built from
     "graph_sha256": str,

@@ -150,7 +150,7 @@ def validate_profile(data: Any, where: str) -> None:
     """Check a resolved profile; raise :class:`TargetError` (one line) at the first problem."""
     if not isinstance(data, dict):
         raise _fail(where, "must be a JSON object")
-    for key, kinds in (
+    top_keys: tuple[tuple[str, tuple[type, ...]], ...] = (
         ("name", (str,)),
         ("description", (str,)),
         ("kind", (str,)),
@@ -161,7 +161,8 @@ def validate_profile(data: Any, where: str) -> None:
         ("precisions", (list,)),
         ("providers", (list,)),
         ("shape_profiles", (list,)),
-    ):
+    )
+    for key, kinds in top_keys:
         if key not in data:
             raise _fail(where, f"missing '{key}'")
         _check_type(data[key], kinds, where, key)
@@ -175,13 +176,14 @@ def validate_profile(data: Any, where: str) -> None:
             raise _fail(where, "a 'cpu' target has 'gpu': null")
     else:
         _check_type(gpu, (dict,), where, "gpu")
-        for key, kinds in (
+        gpu_keys: tuple[tuple[str, tuple[type, ...]], ...] = (
             ("name", (str,)),
             ("sm", (str,)),
             ("sm_count", (int,)),
             ("peak_dense_fp16_tflops", _NUM),
             ("peak_dense_int8_tops", _NUM),
-        ):
+        )
+        for key, kinds in gpu_keys:
             if key not in gpu:
                 raise _fail(where, f"missing 'gpu.{key}'")
             _check_type(gpu[key], kinds, where, f"gpu.{key}")

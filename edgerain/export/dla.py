@@ -107,7 +107,7 @@ def classify(node: Any, g: _Graph, precision: str) -> str | None:
     data_in = [i for i in node.input[:1] if i]
     io_names = [*data_in, *node.output[:1]]
     if op == "Conv":
-        k = a.get("kernel_shape") or (g.shape(node.input[1]) or [None, None])[2:]
+        k: Any = a.get("kernel_shape") or (g.shape(node.input[1]) or [None, None])[2:]
         if len(k) != 2:
             return "only 2D convolution runs on DLA"
         if (r := _rank4(g, io_names)) is not None:
@@ -155,8 +155,8 @@ def classify(node: Any, g: _Graph, precision: str) -> str | None:
     if op in ("GlobalAveragePool", "GlobalMaxPool"):
         if (r := _rank4(g, io_names)) is not None:
             return r
-        s = g.shape(node.input[0]) or [0, 0, 99, 99]
-        return None if _within(s[2:], 1, 8) else f"global pooling over {s[2]}x{s[3]} exceeds the 8x8 window"  # type: ignore[arg-type]
+        hw = (g.shape(node.input[0]) or [0, 0, 99, 99])[2:]
+        return None if _within(hw, 1, 8) else f"global pooling over {hw[0]}x{hw[1]} exceeds the 8x8 window"  # type: ignore[arg-type]
     if op in _ACTIVATIONS:
         return _rank4(g, io_names)
     if op == "PRelu":
@@ -168,7 +168,7 @@ def classify(node: Any, g: _Graph, precision: str) -> str | None:
         if out is None or len(out) != 4 or any(d is None for d in out):
             return f"elementwise on a {len(out) if out else '?'}D tensor (DLA needs 4D)"
         for name in node.input:
-            s = g.shape(name)
+            s: Any = g.shape(name)
             if s is None:
                 return f"shape of {name} unknown"
             s4 = [1] * (4 - len(s)) + list(s)
@@ -207,7 +207,7 @@ def classify(node: Any, g: _Graph, precision: str) -> str | None:
             return None if _within([int(s) for s in scales], 1, 4) else "bilinear resize scale outside 1..4"
         return f"{mode} resize"
     if op == "Softmax":
-        s = g.shape(node.input[0])
+        s = g.shape(node.input[0])  # type: ignore[assignment]
         if s is None or len(s) != 4:
             return f"softmax on a {len(s) if s else '?'}D tensor (DLA needs 4D)"
         axis = a.get("axis", -1) % 4

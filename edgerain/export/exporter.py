@@ -252,7 +252,7 @@ def _write_samples(
         name_in, name_ref = f"{fmt.SAMPLES_DIR}/sample_{i}.png", f"{fmt.SAMPLES_DIR}/sample_{i}.npy"
         Image.fromarray(img).save(bundle / name_in, format="PNG")
         np.save(bundle / name_ref, ref.astype(np.float32), allow_pickle=False)
-        entry = {"input": name_in, "reference": name_ref}
+        entry: dict[str, Any] = {"input": name_in, "reference": name_ref}
         if ctx is not None:
             name_ctx = f"{fmt.SAMPLES_DIR}/sample_{i}.context.npy"
             np.save(bundle / name_ctx, ctx.astype(np.float32), allow_pickle=False)

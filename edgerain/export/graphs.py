@@ -167,7 +167,7 @@ def torch_to_onnx(plan: GraphPlan, example: tuple[Tensor, ...]) -> Any:
         torch.onnx.export(
             plan.module.eval(),
             example,
-            buf,
+            buf,  # type: ignore[arg-type]
             opset_version=OPSET,
             dynamo=False,
             input_names=plan.input_names,

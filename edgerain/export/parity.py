@@ -9,6 +9,7 @@ window, so that padding, cropping and every shape-dependent path of the graphs a
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def default_samples(sizes: tuple[tuple[int, int], ...] = DEFAULT_SAMPLE_SIZES) -
     return [synthetic_rainy(h, w, rng) for h, w in sizes]
 
 
-def samples_from_folder(folder: str | Path, count: int = 2, max_side: int = 96) -> list[np.ndarray]:
+def samples_from_folder(folder: str | os.PathLike[str], count: int = 2, max_side: int = 96) -> list[np.ndarray]:
     """The first ``count`` images of a folder (sorted), centre-cropped to ``max_side``: uint8 (H, W, 3)."""
     from PIL import Image
 

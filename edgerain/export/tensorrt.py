@@ -258,7 +258,8 @@ def build_script(manifest: Mapping[str, Any], target: Target) -> str:
         head = f"build {engine} {shlex.quote(job.graph)} {files[job.graph]['sha256']} {job.profile.name} {job.precision} {dla} --"
         return f'{head} "$TRTEXEC" ' + " ".join(quoted)
 
-    gpu_lines, dla_lines = [], []
+    gpu_lines: list[str] = []
+    dla_lines: list[str] = []
     for job in engine_jobs(manifest, target, dla_core=0 if target.dla_cores else None):
         (dla_lines if job.dla_core is not None else gpu_lines).append(line(job, job.dla_core is not None))
     out = [text, "# GPU engines: one per graph and shape profile"]

@@ -139,7 +139,7 @@ def _run_engine_parity(
         h, w = img.shape[:2]
         size = [h, w] if is_context else list(fmt.padded_size(h, w, multiple))
         if rec["dla_core"] is not None:
-            fits = size == list(fmt.padded_size(*profile["opt"], multiple))
+            fits = size == list(fmt.padded_size(profile["opt"][0], profile["opt"][1], multiple))
         else:
             fits = _fits(size, profile if is_context else _padded_profile(profile, multiple))
         if not fits:
@@ -174,5 +174,5 @@ def _run_engine_parity(
 
 def _padded_profile(profile: dict[str, Any], multiple: int) -> dict[str, Any]:
     return {
-        k: list(fmt.padded_size(*profile[k], multiple)) if k in ("min", "opt", "max") else v for k, v in profile.items()
+        k: list(fmt.padded_size(v[0], v[1], multiple)) if k in ("min", "opt", "max") else v for k, v in profile.items()
     }
