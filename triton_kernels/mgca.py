@@ -16,6 +16,7 @@ import math
 import torch
 import triton
 import triton.language as tl
+
 from edgerain.triton_kernels.config import (
     TileConfig,
     dot_f32acc,
@@ -25,7 +26,7 @@ from edgerain.triton_kernels.config import (
     upcast_bf16_dot,
 )
 
-MASK_EPS = 1e-4
+MASK_EPS = tl.constexpr(1e-4)  # jit code may only read constexpr globals
 
 
 @triton.jit
