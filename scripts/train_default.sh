@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/default}
 VAL=${VAL:-$RUN/val_synth}
-BUDGET_MIN=${BUDGET_MIN:-70}
+BUDGET_MIN=${BUDGET_MIN:-60}
 EDGERAIN=${EDGERAIN:-.venv/bin/edgerain}
 
 if [[ ! -d "$VAL" ]]; then
@@ -30,4 +30,4 @@ exec nice -n 15 "$EDGERAIN" train \
   --shared-warmup 0.7 --calibrate-per-class 100 \
   --val "$VAL" --val-every 250 \
   --ckpt-every 100 --ckpt-minutes 4 --log-every 10 --seed 0 \
-  --no-progress "${extra[@]}"
+  --threads 1 --no-progress "${extra[@]}"

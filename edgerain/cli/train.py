@@ -70,7 +70,13 @@ def train(
         float | None,
         typer.Option(help="Stop after this much training time; the schedule follows time when it binds first."),
     ] = None,
+    stop_after: Annotated[
+        int | None, typer.Option(help="Stop after this step (checkpointed); the schedule still spans --iters.")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch; 1 is fastest on a shared, busy CPU.")
+    ] = None,
     amp: Annotated[bool, typer.Option(help="bf16 autocast on a CUDA GPU (ignored on the CPU).")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -102,6 +108,8 @@ def train(
         calibrate_per_class=calibrate_per_class,
         resume=resume,
         time_budget_minutes=time_budget_minutes,
+        stop_after=stop_after,
+        threads=threads,
         amp=amp,
         progress=progress,
     )

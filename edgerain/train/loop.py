@@ -73,6 +73,12 @@ class TrainConfig:
     # Wall-clock budget: the schedule follows elapsed time when it binds before ``iters`` (CPU runs
     # on shared machines, whose speed is unknown in advance); the run stops when it is spent.
     time_budget_minutes: float | None = None
+    # Stop (with a checkpoint) after this step although the schedule spans ``iters``: one leg of a
+    # run split across sessions; ``--resume`` continues it.
+    stop_after: int | None = None
+    # CPU threads for torch (None: torch's default). On a shared, oversubscribed CPU one thread is
+    # far faster than two: OpenMP workers spin waiting for a descheduled sibling.
+    threads: int | None = None
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     progress: bool = True
 
@@ -342,6 +348,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise EdgerainError(f"{out} already holds a training run: pass --resume or choose another --out")
     resume = cfg.resume
 
+    if cfg.threads is not None:
+        if cfg.threads < 1:
+            raise EdgerainError("--threads must be at least 1")
+        torch.set_num_threads(cfg.threads)
     with distributed() as (rank, world, device):
         if cfg.batch % world:
             raise EdgerainError(f"--batch {cfg.batch} must be divisible by the {world} processes")
@@ -433,6 +443,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 progress = run_progress(cfg, step, elapsed)
                 if cfg.time_budget_minutes and _any_rank(progress >= 1.0, world, device):
                     break
+                if cfg.stop_after is not None and step >= cfg.stop_after:
+                    break
                 if shared and progress >= cfg.shared_warmup and "shared_expert_copied" not in extra:
                     _copy_expert(model, opt, 0)
                     extra["shared_expert_copied"] = step
@@ -482,7 +494,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                         write_checkpoint(done, elapsed_before + time.monotonic() - t0)
                         plot_curves(out / LOG, out / CURVE)
                         last_ckpt = time.monotonic()
-            if rank == 0 and done < cfg.iters:  # stopped by the time budget: keep the final state
+            if rank == 0 and done < cfg.iters:  # stopped early (time budget, stop_after): keep the state
                 write_checkpoint(done, elapsed_before + time.monotonic() - t0)
                 plot_curves(out / LOG, out / CURVE)
         finally:
@@ -506,7 +518,7 @@ def _contrastive_features(clip_weights: str | None) -> nn.Module:
         with torch.random.fork_rng():
             torch.manual_seed(0)
             clip = create_clip("edgerain-tiny-rn", None, quiet=True)
-    return FrozenCLIPImage(clip.visual, clip_image_size(clip))
+    return FrozenCLIPImage(clip.visual, clip_image_size(clip)).eval()
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:

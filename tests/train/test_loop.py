@@ -1,0 +1,165 @@
+"""The training loop: every tiny network learns, frozen CLIP stays frozen, runs resume exactly, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgerain.cli import main
+from edgerain.models.checkpoint import load_checkpoint, read_metadata, state_dicts_equal
+from edgerain.train.data import make_batch, open_source
+from edgerain.train.loop import (
+    TrainConfig,
+    TrainStep,
+    _contrastive_features,
+    _copy_expert,
+    family_of,
+    load_optimizer,
+    lr_at,
+    train,
+)
+
+TINY = ["clip-rpn-tiny", "fclip-unet-tiny", "clip-weather-tiny", "rdmc-tiny"]
+
+
+def _frozen_clip(model: torch.nn.Module) -> torch.nn.Module:
+    for name in ("router", "encoder", "clip"):
+        if hasattr(model, name):
+            sub = getattr(model, name)
+            return sub.image if name == "router" else sub
+    raise AssertionError("no CLIP part")
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_steps_reduce_the_loss_on_a_fixed_batch(name: str, tiny_model_factory, train_root: Path) -> None:
+    torch.manual_seed(0)
+    model = tiny_model_factory(name, seed=0)
+    family = family_of(name)
+    feature_net = _contrastive_features(None) if family == "rdmc" else None
+    step = TrainStep(model, family, feature_net)
+    source = open_source(f"synth:{train_root}", seed=0)
+    rainy, clean, labels = make_batch(source, [0, 1], 32)
+    clip_part = _frozen_clip(model) if family != "rdmc" else None
+    frozen_before = {k: v.clone() for k, v in clip_part.state_dict().items()} if clip_part is not None else {}
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=2e-3)
+    model.train()
+    if family == "fclip-unet":
+        model.config.ldfps_sigma = (0.0, 0.0, 0.0, 0.0)  # a fixed batch needs a deterministic loss
+    first = None
+    for _ in range(12):
+        loss = step(rainy, clean, labels, 0.5)["loss"]
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        final = step(rainy, clean, labels, 0.5)["loss"].item()
+    assert final < 0.9 * first, (first, final)
+    if clip_part is not None:
+        assert not clip_part.training, "the frozen CLIP tower must stay in eval mode while the model trains"
+        after = clip_part.state_dict()
+        assert all(torch.equal(frozen_before[k], after[k]) for k in frozen_before), "frozen CLIP changed"
+    if feature_net is not None:
+        assert not any(p.requires_grad for p in feature_net.parameters()) and not feature_net.training
+
+
+def test_lr_schedule() -> None:
+    cfg = TrainConfig(model="clip-rpn-tiny", data="synth", out="x", iters=100, lr=1e-3, warmup_iters=10)
+    assert lr_at(cfg, 0, 0.0) == pytest.approx(1e-4)
+    assert lr_at(cfg, 10, 0.0) == pytest.approx(1e-3)
+    assert lr_at(cfg, 100, 1.0) == pytest.approx(1e-3 * cfg.min_lr_ratio)
+    assert lr_at(cfg, 50, 0.5) == pytest.approx(1e-3 * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5))
+
+
+def _cfg(root: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        model="clip-rpn-tiny",
+        data=f"synth:{root}",
+        out=str(out),
+        iters=4,
+        batch=2,
+        patch=16,
+        warmup_iters=1,
+        calibrate_per_class=3,
+        shared_warmup=0.5,
+        log_every=1,
+        ckpt_every=2,
+        progress=False,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_resume_reproduces_an_uninterrupted_run(train_root: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    train(_cfg(train_root, tmp_path / "full"))
+    torch.manual_seed(0)
+    train(_cfg(train_root, tmp_path / "split", stop_after=3))
+    assert read_metadata(tmp_path / "split" / "last.safetensors")["provenance"]["step"] == 3
+    train(_cfg(train_root, tmp_path / "split", resume=True))
+    full = load_checkpoint(tmp_path / "full" / "last.safetensors")
+    split = load_checkpoint(tmp_path / "split" / "last.safetensors")
+    assert state_dicts_equal(full, split)
+    prov = full.provenance  # type: ignore[attr-defined]
+    assert prov["trained"] is True and prov["step"] == 4 and prov["router"]["calibrated"] is True
+    assert prov["shared_expert_copied"] == 2 and prov["clip_pretrained"] is False
+    # The optimizer state is safetensors + JSON: it loads into a fresh AdamW without executing code.
+    opt = torch.optim.AdamW([p for p in split.parameters() if p.requires_grad], lr=1.0)
+    assert load_optimizer(opt, tmp_path / "split" / "last.optim.safetensors")["step"] == 4
+    log = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    assert (tmp_path / "split" / "curve.png").stat().st_size > 0
+
+
+def test_shared_expert_is_copied_with_its_optimizer_state(tiny_model_factory) -> None:
+    model = tiny_model_factory("clip-rpn-tiny", seed=0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    x = torch.rand(2, 3, 16, 16)
+    step = TrainStep(model, "clip-rpn", None)
+    step(x, x, torch.zeros(2, dtype=torch.long), 0.0)["loss"].backward()
+    opt.step()
+    e = model.experts
+    assert not torch.equal(e[0].embed.weight, e[1].embed.weight)
+    _copy_expert(model, opt, 0)
+    for other in (1, 2):
+        for p0, p1 in zip(e[0].parameters(), e[other].parameters(), strict=True):
+            assert torch.equal(p0, p1)
+            if p0 in opt.state:
+                assert torch.equal(opt.state[p0]["exp_avg"], opt.state[p1]["exp_avg"])
+                assert opt.state[p0]["exp_avg"] is not opt.state[p1]["exp_avg"]
+
+
+def test_validation_and_best_checkpoint(train_root: Path, tmp_path: Path) -> None:
+    assert (
+        main(["synth", "--out", str(tmp_path / "val"), "--count", "2", "--size", "24", "--train-root", str(train_root)])
+        == 0
+    )
+    train(_cfg(train_root, tmp_path / "run", iters=2, val=(str(tmp_path / "val"),), val_every=1))
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    vals = [r["val_psnr_y"]["val"] for r in log if "val_psnr_y" in r]
+    assert len(vals) == 2 and all(math.isfinite(v) and 5 < v < 80 for v in vals)
+    best = read_metadata(tmp_path / "run" / "best.safetensors")["provenance"]
+    assert best["val"]["val"] == pytest.approx(max(vals))
+
+
+def test_train_command_errors(train_root: Path, tmp_path: Path, capsys) -> None:
+    base = ["train", "--model", "clip-rpn-tiny", "--data", f"synth:{train_root}", "--iters", "1", "--batch", "2"]
+    assert main([*base, "--patch", "16", "--out", str(tmp_path / "a"), "--resume"]) == 2  # nothing to resume
+    assert main([*base, "--patch", "16", "--out", str(tmp_path / "b"), "--model", "nope"]) == 2
+    assert main([*base, "--patch", "16", "--out", str(tmp_path / "c"), "--data", str(tmp_path / "missing")]) == 2
+    assert main([*base, "--patch", "16", "--out", str(tmp_path / "d"), "--shared-warmup", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line.startswith("error: ") for line in err] == [True] * 4, err
+    assert not (tmp_path / "a").exists()
+    # A finished run is not overwritten by accident.
+    assert (
+        main([*base, "--patch", "16", "--out", str(tmp_path / "e"), "--calibrate-per-class", "2", "--no-progress"]) == 0
+    )
+    assert main([*base, "--patch", "16", "--out", str(tmp_path / "e"), "--no-progress"]) == 2
+    assert "--resume" in capsys.readouterr().err

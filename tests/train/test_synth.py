@@ -1,0 +1,114 @@
+"""Streak-layer rain synthesis: determinism by seed, labels, the synth command and the training sources."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgerain.cli import main
+from edgerain.data.streaks import (
+    CLASS_BOUNDARIES,
+    RAIN_CLASSES,
+    RainSynthesizer,
+    class_of_mean_rain,
+    orientation_of,
+)
+from edgerain.errors import EdgerainError
+from edgerain.train.data import PairFolderSource, make_batch, open_source
+
+
+def test_pairs_are_a_function_of_seed_and_index(train_root: Path) -> None:
+    synth = RainSynthesizer(train_root)
+    r1, c1, p1 = synth.pair(3, 7, 48)
+    r2, c2, p2 = RainSynthesizer(train_root).pair(3, 7, 48)
+    np.testing.assert_array_equal(r1, r2)
+    np.testing.assert_array_equal(c1, c2)
+    assert p1 == p2
+    r3, _, _ = synth.pair(4, 7, 48)
+    assert not np.array_equal(r1, r3)
+    assert r1.shape == c1.shape == (48, 48, 3) and r1.dtype == np.float32
+    # Rain is additive: it never darkens a pixel below its clean value unless a veil was drawn.
+    if p1.veil == 0:
+        assert (r1 >= c1 - 1e-6).all()
+
+
+@pytest.mark.parametrize("cls", RAIN_CLASSES)
+def test_labels_follow_the_drawn_class(train_root: Path, cls: str) -> None:
+    synth = RainSynthesizer(train_root)
+    for i in range(4):
+        rainy, clean, pattern = synth.pair(0, i, 40, rain_class=cls)
+        assert pattern.rain_class == cls and pattern.label == RAIN_CLASSES.index(cls)
+        assert pattern.orientation == orientation_of(pattern.angle)
+        assert pattern.mean_rain == pytest.approx(float((rainy - clean).mean()), abs=1e-4)
+        assert -30 <= pattern.angle <= 30
+
+
+def test_heavier_classes_add_more_rain(train_root: Path) -> None:
+    synth = RainSynthesizer(train_root)
+    means = {c: np.mean([synth.pair(1, i, 40, rain_class=c)[2].mean_rain for i in range(6)]) for c in RAIN_CLASSES}
+    assert means["light"] < means["moderate"] < means["heavy"]
+
+
+def test_class_of_mean_rain() -> None:
+    lo, hi = CLASS_BOUNDARIES
+    assert class_of_mean_rain(0.0) == 0
+    assert class_of_mean_rain(lo) == 1
+    assert class_of_mean_rain(hi + 0.01) == 2
+
+
+def test_evaluation_sets_are_refused(train_root: Path) -> None:
+    with pytest.raises(EdgerainError, match="not a training set"):
+        RainSynthesizer(train_root, clean_sets=("rain100l",))
+    with pytest.raises(EdgerainError, match="training data not found"):
+        RainSynthesizer(train_root / "nowhere")
+
+
+def test_synth_command_writes_a_labelled_pair_folder(train_root: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "pairs"
+    args = ["synth", "--out", str(out), "--count", "5", "--seed", "2", "--size", "32", "--train-root", str(train_root)]
+    assert main(args) == 0
+    assert sorted(p.name for p in (out / "rain").iterdir()) == [f"{i:04d}.png" for i in range(1, 6)]
+    assert len(list((out / "norain").iterdir())) == 5
+    with open(out / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == [f"{i:04d}" for i in range(1, 6)]
+    assert all(r["rain_class"] in RAIN_CLASSES and r["orientation"] for r in rows)
+    meta = json.loads((out / "labels.json").read_text())
+    assert meta["seed"] == 2 and meta["count"] == 5 and len(meta["pairs"]) == 5
+    # Same seed, same pairs: the folder is reproducible byte for byte.
+    again = tmp_path / "again"
+    assert main([*args[:2], str(again), *args[3:]]) == 0
+    for sub in ("rain", "norain"):
+        for p in (out / sub).iterdir():
+            assert p.read_bytes() == (again / sub / p.name).read_bytes()
+    # The folder doubles as training data with its labels.
+    src = PairFolderSource(out, seed=0)
+    assert src.labels == [RAIN_CLASSES.index(r["rain_class"]) for r in rows]
+    rainy, clean, labels = make_batch(src, [0, 1, 2], 16)
+    assert rainy.shape == clean.shape == (3, 3, 16, 16) and labels.shape == (3,)
+
+
+def test_synth_command_bad_input(train_root: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "something").write_text("x")
+    assert main(["synth", "--out", str(out), "--count", "2", "--train-root", str(train_root)]) == 2
+    assert main(["synth", "--out", str(tmp_path / "n"), "--count", "0", "--train-root", str(train_root)]) == 2
+    assert (
+        main(["synth", "--out", str(tmp_path / "c"), "--rain-class", "drizzle", "--train-root", str(train_root)]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert not (tmp_path / "n").exists() and not (tmp_path / "c").exists()
+
+
+def test_open_source_specs(train_root: Path, tmp_path: Path) -> None:
+    src = open_source(f"synth:{train_root}", seed=5)
+    r, _, label = src.sample(0, 24)
+    assert r.shape == (24, 24, 3) and label in (0, 1, 2)
+    with pytest.raises(EdgerainError):
+        open_source(str(tmp_path / "missing"), seed=0)
