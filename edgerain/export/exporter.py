@@ -126,8 +126,8 @@ def load_network(model: str | None, weights: str | os.PathLike[str] | None, clip
     return net.eval()
 
 
-def _model_entry(net: Any, weights: str | os.PathLike[str] | None) -> dict[str, Any]:
-    from edgerain.models.default import is_trained
+def _model_entry(net: Any, model_name: str | None, weights: str | os.PathLike[str] | None) -> dict[str, Any]:
+    from edgerain.models.default import DEFAULT_WEIGHTS, is_trained
     from edgerain.models.registry import get_entry
     from edgerain.utils import sha256_file
 
@@ -136,16 +136,17 @@ def _model_entry(net: Any, weights: str | os.PathLike[str] | None) -> dict[str, 
         "family": get_entry(net.registry_name).family,
         "config": _jsonable(net.config_dict()),
         "weights": None,
-        "trained": weights is not None and is_trained(net),
+        "trained": False,
         "pad_multiple": net.pad_multiple,
     }
+    if weights is None and model_name is None and DEFAULT_WEIGHTS.is_file():
+        weights = DEFAULT_WEIGHTS  # the bundled default checkpoint
     if weights is not None:
         entry["weights"] = {"file": Path(weights).name, "sha256": sha256_file(weights)}
         entry["provenance"] = _jsonable(getattr(net, "provenance", {}) or {})
-    elif getattr(net, "provenance", None) is not None:
         entry["trained"] = is_trained(net)
-    if weights is None:
-        entry["random_seed"] = MODEL_SEED
+    else:
+        entry["random_seed"] = MODEL_SEED  # seeded random weights: reproducible, untrained
     return entry
 
 
@@ -326,7 +327,7 @@ def export_bundle(
         manifest: dict[str, Any] = {
             "format": fmt.FORMAT_NAME,
             "format_version": fmt.FORMAT_VERSION,
-            "model": _model_entry(net, weights),
+            "model": _model_entry(net, model, weights),
             "precision": precision,
             "target": tgt.manifest_entry(),
             "input": {**fmt.INPUT_CONVENTION, "pad_multiple": m},

@@ -79,9 +79,12 @@ def _load(root: Path, rel: str) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def test_cli_fp16_export_for_jetson_then_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_fp16_export_for_jetson_then_verify(
+    tmp_path: Path, pair_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "bundle"
-    assert main(["export", "--model", "rdmc-tiny", "--target", "jetson-orin", "--out", str(out)]) == 0
+    args = ["--model", "rdmc-tiny", "--target", "jetson-orin", "--samples", str(pair_folder / "rain")]
+    assert main(["export", *args, "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "PASSED" in text and "main_0.onnx" in text and "build_engine.sh" in text and "DLA" in text
     m = fmt.read_manifest(out)
@@ -89,7 +92,7 @@ def test_cli_fp16_export_for_jetson_then_verify(tmp_path: Path, capsys: pytest.C
     assert m["target"]["gpu"]["sm"] == "8.7" and m["target"]["software"]["tensorrt"] == "10.3"
     assert [p["name"] for p in m["shape_profiles"]] == ["720p", "720p-portrait", "1080p", "1080p-portrait"]
     # one sample at the smallest profile size, so verify can run the engines on the device
-    assert [256, 256] in [[s["height"], s["width"]] for s in m["parity"]["samples"]]
+    assert [[s["height"], s["width"]] for s in m["parity"]["samples"]] == [[40, 56], [40, 56], [256, 256]]
     assert m["graphs"]["main"][0]["precision"] == "fp16"
     assert (out / fmt.DLA_REPORT_NAME).is_file() and m["dla"]["graphs"]["main_0.onnx"]["layers"] > 0
     assert main(["verify", str(out)]) == 0
