@@ -70,15 +70,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {name}", file=sys.stderr, flush=True)
             try:
                 proc = subprocess.run(cmd, timeout=args.timeout, cwd=REPO)
-                ok = proc.returncode == 0 and path.is_file()
-                why = f"exit code {proc.returncode}"
+                why = f"exit code {proc.returncode}" if proc.returncode else ""
             except subprocess.TimeoutExpired:
-                ok, why = False, f"ran out of its {args.timeout} s"
-            if ok:
+                why = f"ran out of its {args.timeout} s"
+            if path.is_file():  # the bench writes its report after every row
                 rep = json.loads(path.read_text())
                 rep["wall_s"] = round(time.time() - t0, 1)
+                done = {r["row"] for r in rep["rows"]}
+                for row in rep.get("rows_requested", []):
+                    if row not in done:
+                        rep["rows"].append(
+                            {
+                                "row": row,
+                                "status": "timeout" if "ran out" in why else "fail",
+                                "note": why,
+                                **dict.fromkeys(("latency_ms", "psnr", "ssim", "psnr_vs_fp32", "size_mb")),
+                            }
+                        )
                 reports.append(rep)
-            else:
+            if why:
                 failures.append({"model": name, "reason": why})
                 print(f"   {name}: {why}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -103,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(reports),
     ]
     if failures:
-        md += ["Not measured:", ""] + [f"- {f['model']}: {f['reason']}" for f in failures] + [""]
+        md += ["Cut short:", ""] + [f"- {f['model']}: {f['reason']}" for f in failures] + [""]
     (args.out / f"runtime_{args.tag}.md").write_text("\n".join(md))
     print(f"wrote {json_path} and runtime_{args.tag}.md")
     return 0

@@ -130,7 +130,7 @@ def bench(
     """Benchmark one network over backends and precisions on the pairs in ``data``."""
     import torch
 
-    from edgerain.data.io import load_image
+    from edgerain.data.io import load_image, save_image
     from edgerain.data.pairs import find_pairs
     from edgerain.export.exporter import export_bundle, load_network
     from edgerain.runtime.profile import environment
@@ -141,7 +141,10 @@ def bench(
         raise EdgerainError(f"unknown bench row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
     if limit is not None and limit < 1:
         raise EdgerainError("--limit must be at least 1")
-    found = find_pairs(data)[:limit]
+    all_pairs = find_pairs(data)
+    found = all_pairs[:limit]
+    # int8 calibrates on rainy images that are not scored (up to 8 of the rest; the scored ones if none).
+    calib_pairs = all_pairs[len(found) : len(found) + 8] or found
     pairs = [(p.name, _center_crop(load_image(p.rain), crop), _center_crop(load_image(p.norain), crop)) for p in found]
     # The exporter's loader: without a checkpoint it seeds the random weights, so the torch rows and
     # the exported bundles are the same network.
@@ -150,20 +153,51 @@ def bench(
     if model is None and weights is None:
         model = name
     say(f"{name}: {len(pairs)} pairs from {data}")
+    env = environment()
 
     results: list[BenchRow] = []
     reference: dict[str, np.ndarray] | None = None
     cuda = torch.cuda.is_available()
     ckpt_mb = Path(weights).stat().st_size / 1e6 if weights else sum(p.numel() * 4 for p in net.parameters()) / 1e6
 
+    def report() -> dict[str, Any]:
+        return {
+            "kind": "edgerain-bench",
+            "model": name,
+            "weights": str(weights) if weights else None,
+            "data": str(data),
+            "pairs": len(pairs),
+            "calibration_images": len(calib_pairs),
+            "crop": crop,
+            "target": target,
+            "max_psnr_drop_db": MAX_DROP,
+            "rows": [dataclasses.asdict(r) for r in results],
+            "rows_requested": list(dict.fromkeys(["torch-fp32", *rows])),
+            **env,
+        }
+
+    def write() -> Path | None:
+        if out is None:
+            return None
+        from edgerain.utils import atomic_path
+
+        with atomic_path(out) as tmp_file:
+            tmp_file.write_text(json.dumps(report(), indent=2) + "\n")
+        return Path(out)
+
     def record(row: BenchRow, label: str, backend: str, precision: str) -> None:
         row.row, row.backend, row.precision = label, backend, precision
         results.append(row)
         say(f"  {label}: {row.status} {row.note}".rstrip())
+        write()  # after every row: a run cut short still leaves what it measured
 
     with tempfile.TemporaryDirectory() as tmp_name:
         bundles_root = Path(keep_bundles) if keep_bundles is not None else Path(tmp_name)
         bundles: dict[str, Path | str] = {}  # precision -> bundle folder, or the reason there is none
+        calib_dir = Path(tmp_name) / "calibration"
+        calib_dir.mkdir()
+        for p in calib_pairs:
+            save_image(calib_dir / f"{p.name}.png", _center_crop(load_image(p.rain), crop))
 
         def bundle_for(precision: str) -> Path | str:
             if precision not in bundles:
@@ -175,7 +209,7 @@ def bench(
                         model=model if weights is None else None,
                         weights=weights,
                         precision=precision,
-                        calib=(Path(data) / "rain") if precision == "int8" else None,
+                        calib=calib_dir if precision == "int8" else None,
                         build_engines=False,
                     )
                     bundles[precision] = res.bundle
@@ -234,26 +268,8 @@ def bench(
                     row.note = f"PSNR {drop:.2f} dB below torch fp32 (allowed {MAX_DROP[precision]})"
             record(row, label, backend, precision)
 
-    report = {
-        "kind": "edgerain-bench",
-        "model": name,
-        "weights": str(weights) if weights else None,
-        "data": str(data),
-        "pairs": len(pairs),
-        "crop": crop,
-        "target": target,
-        "max_psnr_drop_db": MAX_DROP,
-        "rows": [dataclasses.asdict(r) for r in results],
-        **environment(),
-    }
-    path = None
-    if out is not None:
-        from edgerain.utils import atomic_path
-
-        path = Path(out)
-        with atomic_path(path) as tmp_file:
-            tmp_file.write_text(json.dumps(report, indent=2) + "\n")
-    return BenchResult(name, results, report, path)
+    path = write()
+    return BenchResult(name, results, report(), path)
 
 
 def markdown_table(reports: list[dict[str, Any]]) -> str:
