@@ -206,7 +206,7 @@ def _crop_clean(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndar
     x = int(rng.integers(0, w - win + 1))
     crop = img[y : y + win, x : x + win]
     if win != size:
-        crop = np.asarray(Image.fromarray(crop).resize((size, size), Image.BICUBIC))
+        crop = np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.BICUBIC))
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     return np.ascontiguousarray(crop, dtype=np.float32) / 255.0
@@ -222,7 +222,7 @@ def _streak_patch(
     """
     lh, lw = layer.shape
     sh, sw = max(8, round(lh * scale)), max(8, round(lw * scale))
-    img = Image.fromarray(layer).resize((sw, sh), Image.BILINEAR)
+    img = Image.fromarray(layer).resize((sw, sh), Image.Resampling.BILINEAR)
     # Side of a square that still covers (h, w) after rotating by angle.
     rad = math.radians(abs(angle))
     need = math.ceil(max(h, w) * (math.cos(rad) + math.sin(rad))) + 2
@@ -233,7 +233,7 @@ def _streak_patch(
     x = int(rng.integers(0, arr.shape[1] - need + 1))
     region = Image.fromarray(np.ascontiguousarray(arr[y : y + need, x : x + need]))
     # PIL rotates counter-clockwise; a positive angle leans streaks to the right (clockwise).
-    rotated = np.asarray(region.rotate(-angle, resample=Image.BILINEAR))
+    rotated = np.asarray(region.rotate(-angle, resample=Image.Resampling.BILINEAR))
     oy, ox = (need - h) // 2, (need - w) // 2
     return rotated[oy : oy + h, ox : ox + w].astype(np.float32) / 255.0
 

@@ -391,7 +391,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 extra["router"] = {"calibrated": False, "method": "zero-shot CLIP text prompts"}
         if world > 1 and family == "clip-rpn":
             # Rank 0 calibrated the router: every rank must route (and store) the same prompts.
-            dist.broadcast(model.router.prompt_embeddings.data, src=0)
+            router: Any = model.router
+            dist.broadcast(router.prompt_embeddings.data, src=0)
 
         step_module = TrainStep(model, family, feature_net)
         params = [p for p in model.parameters() if p.requires_grad]
