@@ -20,13 +20,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from edgerain.quant.config import QuantSettings, modelopt_config
 from torch import Tensor, nn
 
 from edgerain.errors import EdgerainError, MissingCapabilityError
 from edgerain.models.base import DerainModel, pad_to_multiple
 from edgerain.models.clip import FrozenCLIPImage
 from edgerain.models.clip_rpn import ClipRPN
+from edgerain.quant.config import QuantSettings, modelopt_config
 
 DEFAULT_CALIB_SIZE = (256, 256)
 
@@ -147,7 +147,7 @@ def layer_quantizers(model: nn.Module) -> dict[str, list[Any]]:
         children = [
             q
             for cname, q in module.named_children()
-            if isinstance(q, tq) and cname in ("input_quantizer", "weight_quantizer")
+            if isinstance(q, tq) and cname in ("input_quantizer", "weight_quantizer", "output_quantizer")
         ]
         if children and any(not q._disabled or _has_amax(q) for q in children):
             layers[name] = children
@@ -251,7 +251,11 @@ def calibrate(model: nn.Module, images: list[Tensor], settings: QuantSettings, p
             continue
         cal = q._calibrator
         if isinstance(cal, HistogramCalibrator):
-            kwargs = {"percentile": settings.percentile} if settings.method == "percentile" else {}
+            kwargs: dict[str, Any] = {}
+            if settings.method == "percentile":
+                kwargs["percentile"] = settings.percentile
+            elif settings.method == "entropy":
+                kwargs["stride"] = settings.entropy_stride
             if cal.compute_amax(settings.method, **kwargs) is not None:
                 q.load_calib_amax(settings.method, **kwargs)
         elif cal.compute_amax() is not None:
@@ -266,6 +270,8 @@ def quantize_model(
     *,
     method: str = "max",
     percentile: float = 99.99,
+    placement: str = "tensorrt",
+    entropy_stride: int = 8,
     calib_size: tuple[int, int] = DEFAULT_CALIB_SIZE,
     calib_limit: int | None = 32,
     exclude: Iterable[str] = (),
@@ -274,14 +280,15 @@ def quantize_model(
     """INT8 PTQ of a copy of ``model`` (the float model is left untouched).
 
     ``calib`` is a folder of rainy images (or of rain/norain pairs) or ready (1, 3, h, w) batches.
-    Layers in ``exclude`` stay float. Layers whose quantizers never run (their weights are used
+    ``placement`` says where Q/DQ pairs go (:data:`edgerain.quant.config.QDQ_PLACEMENTS`). Layers in
+    ``exclude`` stay float. Layers whose quantizers never run (their weights are used
     through a functional call, e.g. RN50's attention pool or the fused UpDW op) are switched off
     and listed in ``never_run``, so nothing uncalibrated reaches the export.
     """
     require_modelopt()
     import modelopt.torch.quantization as mtq
 
-    settings = QuantSettings(method=method, percentile=percentile)
+    settings = QuantSettings(method=method, percentile=percentile, placement=placement, entropy_stride=entropy_stride)
     images = calib if isinstance(calib, list) else load_calibration_images(calib, calib_size, calib_limit)
     if not images:
         raise EdgerainError("no calibration images")

@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgerain.errors import EdgerainError
+from edgerain.models.base import DerainModel
 from edgerain.quant.calibrate import DEFAULT_CALIB_SIZE, QuantResult, fit_to_size, quantize_model, quantized_layer_count
+from edgerain.quant.config import QuantSettings
 from edgerain.quant.export import deployment_graphs, export_qdq_onnx, onnx_parity, qdq_summary
 from edgerain.quant.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, GateResult, compare, load_eval_pairs, run_eval
 from edgerain.quant.sensitivity import KeptFloat, LayerSensitivity, exclude_until_gate, layer_sensitivity
 from edgerain.quant.state import save_quantized
-
-from edgerain.errors import EdgerainError
-from edgerain.models.base import DerainModel
 from edgerain.utils import atomic_path
 
 SENSITIVITY_MODES = ("auto", "always", "never")
@@ -37,6 +37,8 @@ PARITY_MIN_PSNR = 45.0
 class QuantizeOptions:
     method: str = "max"
     percentile: float = 99.99
+    entropy_stride: int = 8
+    placement: str = "tensorrt"  # Q/DQ placement: "tensorrt" or "ort" (see edgerain.quant.config)
     calib_size: tuple[int, int] = DEFAULT_CALIB_SIZE
     calib_limit: int | None = 32
     eval_limit: int | None = None
@@ -51,6 +53,7 @@ class QuantizeOptions:
     export_onnx: bool = True
 
     def __post_init__(self) -> None:
+        QuantSettings(self.method, self.percentile, self.entropy_stride, placement=self.placement)  # validates
         if self.sensitivity not in SENSITIVITY_MODES:
             raise EdgerainError(f"sensitivity must be one of {', '.join(SENSITIVITY_MODES)}, got '{self.sensitivity}'")
         if self.max_drop < 0:
@@ -147,6 +150,8 @@ def quantize_and_gate(
         calib_dir,
         method=opts.method,
         percentile=opts.percentile,
+        placement=opts.placement,
+        entropy_stride=opts.entropy_stride,
         calib_size=opts.calib_size,
         calib_limit=opts.calib_limit,
         exclude=opts.exclude,

@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
+
+from edgerain.models.base import DerainModel
 from edgerain.quant.calibrate import (
     ProbePart,
     fit_to_size,
@@ -35,9 +38,6 @@ from edgerain.quant.calibrate import (
     set_layer_quantized,
 )
 from edgerain.quant.gate import EvalPair, EvalRun, GateResult, compare, run_eval
-from torch import Tensor
-
-from edgerain.models.base import DerainModel
 
 
 @dataclasses.dataclass

@@ -111,9 +111,8 @@ def read_quantized_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def load_quantized(path: str | os.PathLike[str]) -> DerainModel:
     """Rebuild a quantized network saved by :func:`save_quantized` (eval mode, fake-quant)."""
-    from edgerain.quant.calibrate import require_modelopt
-
     from edgerain.models.registry import build_model, config_from_dict
+    from edgerain.quant.calibrate import require_modelopt
 
     require_modelopt()
     import modelopt.torch.opt as mto
@@ -123,7 +122,10 @@ def load_quantized(path: str | os.PathLike[str]) -> DerainModel:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # CLIP weights come from the file itself
         model = build_model(meta["model"], config=cfg, quiet_clip=True)
-    model = mto.restore_from_modelopt_state(model, _decode(meta["modelopt_state"]))
+    with warnings.catch_warnings():
+        # Quantizers without buffers (never-run, disabled) make ModelOpt guess the device: CPU is right.
+        warnings.filterwarnings("ignore", message="Could not identify the device")
+        model = mto.restore_from_modelopt_state(model, _decode(meta["modelopt_state"]))
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as exc:

@@ -12,6 +12,12 @@ import typer
 from edgerain.errors import EdgerainError
 
 
+class GateFailedError(EdgerainError):
+    """The quantized network failed the accuracy gate: exit code 1 (bad input stays 2)."""
+
+    exit_code = 1
+
+
 def register(app: typer.Typer) -> None:
     app.command("quantize")(quantize)
 
@@ -39,6 +45,10 @@ def quantize(
     ] = None,
     method: Annotated[str, typer.Option(help="Activation calibration: max, entropy or percentile.")] = "max",
     percentile: Annotated[float, typer.Option(help="Percentile for --method percentile.")] = 99.99,
+    entropy_stride: Annotated[int, typer.Option(help="Histogram-bin stride for --method entropy.")] = 8,
+    placement: Annotated[
+        str, typer.Option(help="Q/DQ placement: tensorrt (inputs of convs/linears) or ort (also their outputs).")
+    ] = "tensorrt",
     max_drop: Annotated[float, typer.Option(help="Largest allowed mean PSNR drop vs float (dB).")] = 0.1,
     min_agreement: Annotated[float, typer.Option(help="Smallest allowed router top-1 agreement (CLIP-RPN).")] = 0.99,
     calib_size: Annotated[
@@ -74,6 +84,8 @@ def quantize(
     options = QuantizeOptions(
         method=method,
         percentile=percentile,
+        placement=placement,
+        entropy_stride=entropy_stride,
         calib_size=parse_size(calib_size, "--calib-size"),
         calib_limit=calib_limit or None,
         eval_limit=eval_limit or None,
@@ -98,7 +110,9 @@ def quantize(
     report = quantize_and_gate(net, calib, eval_dir, out, options, progress=progress)
     _print_report(console, report)
     if not report.passed:
-        raise typer.Exit(1)
+        raise GateFailedError(
+            f"INT8 gate failed ({'; '.join(report.to_json()['failures'])}); see {report.out}/report.json"
+        )
 
 
 def _print_report(console, report) -> None:  # type: ignore[no-untyped-def]
