@@ -289,6 +289,11 @@ def quantize_model(
     import modelopt.torch.quantization as mtq
 
     settings = QuantSettings(method=method, percentile=percentile, placement=placement, entropy_stride=entropy_stride)
+    excluded = list(exclude)
+    modules = dict(model.named_modules())
+    unknown = [e for e in excluded if e not in modules]
+    if unknown:
+        raise EdgerainError(f"cannot keep unknown layers in float: {', '.join(unknown)} (not modules of the network)")
     images = calib if isinstance(calib, list) else load_calibration_images(calib, calib_size, calib_limit)
     if not images:
         raise EdgerainError("no calibration images")
@@ -307,10 +312,9 @@ def quantize_model(
             for q in qs:
                 q.disable()
     layers = [name for name in layer_quantizers(qmodel) if name not in never_run]
-    excluded = list(exclude)
-    unknown = [e for e in excluded if e not in layers and e not in never_run]
-    if unknown:
-        raise EdgerainError(f"cannot keep unknown layers in float: {', '.join(unknown)}")
+    not_quantized = [e for e in excluded if e not in layers and e not in never_run]
+    if not_quantized:
+        raise EdgerainError(f"cannot keep in float what is not quantized: {', '.join(not_quantized)}")
     for layer in excluded:
         if layer in layers:
             set_layer_quantized(qmodel, layer, False)

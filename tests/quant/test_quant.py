@@ -142,6 +142,15 @@ def test_ort_placement_quantizes_conv_outputs():
     assert not q2.get_submodule("out").output_quantizer.is_enabled
 
 
+def test_exclude_keeps_layers_float_and_rejects_unknown_names():
+    model = tiny("rdmc-tiny")
+    q = quantize_model(model, calib_images(1), exclude=["out"], progress=False).model
+    assert not any(x.is_enabled for x in layer_quantizers(q)["out"])
+    assert any(x.is_enabled for x in layer_quantizers(q)["dec.0.0"])
+    with pytest.raises(EdgerainError, match="unknown layers"):
+        quantize_model(model, calib_images(1), exclude=["no.such.layer"], progress=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # Gate logic
 
