@@ -315,15 +315,15 @@ def _provenance(cfg: TrainConfig, step: int, source: TrainSource, extra: dict[st
     }
 
 
-def _copy_expert(model: Any, opt: torch.optim.Optimizer, src: int) -> None:
-    """Copy expert ``src``'s weights and AdamW moments into every other expert."""
+def _copy_expert(model: Any, opt: torch.optim.Optimizer | None, src: int) -> None:
+    """Copy expert ``src``'s weights (and, given ``opt``, its AdamW moments) into every other expert."""
     experts = model.experts
     for e in range(len(experts)):
         if e == src:
             continue
         for ps, pd in zip(experts[src].parameters(), experts[e].parameters(), strict=True):
             pd.data.copy_(ps.data)
-            if ps in opt.state:
+            if opt is not None and ps in opt.state:
                 opt.state[pd] = {k: (v.clone() if isinstance(v, Tensor) else v) for k, v in opt.state[ps].items()}
 
 
@@ -463,6 +463,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
+                if shared and "shared_expert_copied" not in extra:
+                    # The other experts receive no gradients yet; mirroring expert 0 into them keeps
+                    # every checkpoint and validation of the shared phase a complete, usable model.
+                    with torch.no_grad():
+                        _copy_expert(model, None, 0)
                 if not torch.isfinite(terms["loss"]):
                     raise EdgerainError(f"training diverged at step {step} (loss {float(terms['loss'])})")
                 done = step + 1

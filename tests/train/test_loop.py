@@ -116,6 +116,16 @@ def test_resume_reproduces_an_uninterrupted_run(train_root: Path, tmp_path: Path
     assert (tmp_path / "split" / "curve.png").stat().st_size > 0
 
 
+def test_shared_phase_checkpoints_are_complete_models(train_root: Path, tmp_path: Path) -> None:
+    train(_cfg(train_root, tmp_path / "run", iters=4, shared_warmup=0.75, stop_after=2))
+    model = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    e = model.experts  # type: ignore[attr-defined]
+    assert "shared_expert_copied" not in model.provenance  # type: ignore[attr-defined]
+    for other in (1, 2):
+        for p0, p1 in zip(e[0].parameters(), e[other].parameters(), strict=True):
+            assert torch.equal(p0, p1)
+
+
 def test_shared_expert_is_copied_with_its_optimizer_state(tiny_model_factory) -> None:
     model = tiny_model_factory("clip-rpn-tiny", seed=0)
     params = [p for p in model.parameters() if p.requires_grad]
