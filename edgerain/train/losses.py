@@ -68,7 +68,9 @@ def mask_bce_loss(masks: Sequence[Tensor], rainy: Tensor, clean: Tensor, thresho
         if ph > 0 or pw > 0:
             t = F.pad(t, (0, max(pw, 0), 0, max(ph, 0)), mode="replicate")
         t = F.interpolate(t, size=m.shape[-2:], mode="area")
-        total = total + F.binary_cross_entropy(m.float().clamp(1e-6, 1 - 1e-6), t.float())
+        # BCE on probabilities is refused under CUDA autocast: compute it in float32 outside it.
+        with torch.autocast(device_type=m.device.type, enabled=False):
+            total = total + F.binary_cross_entropy(m.float().clamp(1e-6, 1 - 1e-6), t.float())
     return total / len(masks)
 
 
