@@ -17,6 +17,7 @@ Steps (each failure leaves nothing behind: the bundle is written into a temporar
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import importlib.metadata
 import json
@@ -243,9 +244,10 @@ def _write_samples(
 
     folder = bundle / fmt.SAMPLES_DIR
     folder.mkdir()
+    exact = copy.deepcopy(float_net).double().eval()
     out = []
     for i, img in enumerate(images):
-        ref, ctx, expert = P.torch_reference(float_net, img)
+        ref, ctx, expert = P.torch_reference(exact, img)
         if reference_net is not float_net:  # int8: the fake-quant network under the float decision
             x = torch.from_numpy(P.to_nchw(img))
             with torch.no_grad():
@@ -362,7 +364,7 @@ def export_bundle(
             row_p.update(entry)
         problems = P.failures(parity_rows, tol)
         manifest["parity"] = {
-            "reference": "PyTorch eager, fp32" + (" fake-quantised (ModelOpt)" if precision == "int8" else ""),
+            "reference": "PyTorch eager, " + ("fp32 fake-quantised (ModelOpt)" if precision == "int8" else "float64"),
             "runtime": "ONNX Runtime CPUExecutionProvider",
             "atol": tol.atol,
             "min_psnr_db": tol.min_psnr_db,

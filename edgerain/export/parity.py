@@ -96,18 +96,25 @@ def to_nchw(img: np.ndarray) -> np.ndarray:
 
 
 def torch_reference(model: Any, img: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int | None]:
-    """The PyTorch network's output on one uint8 image, its context output and chosen expert."""
+    """The PyTorch network's output on one uint8 image, its context output and chosen expert.
+
+    Computed in the dtype of ``model``'s parameters and returned as float32. The exporter passes a
+    float64 copy: a more exact reference, and one whose float32 rounding does not depend on which
+    CPU kernels earlier work in the process happened to select (float32 results differ in the
+    last bit between such runs, which would break reproducible bundle hashes).
+    """
     import torch
 
     from edgerain.models.clip_rpn import ClipRPN
 
-    x = torch.from_numpy(to_nchw(img))
+    dtype = next(model.parameters()).dtype
+    x = torch.from_numpy(to_nchw(img)).to(dtype)
     with torch.no_grad():
-        out = model(x).numpy()
+        out = model(x).float().numpy()
         ctx = model.global_context(x)
     if isinstance(model, ClipRPN):
-        return out, ctx.scores.numpy(), int(ctx.expert[0])
-    return out, (ctx.numpy() if ctx is not None else None), None
+        return out, ctx.scores.float().numpy(), int(ctx.expert[0])
+    return out, (ctx.float().numpy() if ctx is not None else None), None
 
 
 def check_sample(
