@@ -132,7 +132,7 @@ def mgca_window_attention(
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
     n_win_y = -(-(H + shift) // window)
     n_win_x = -(-(W + shift) // window)
-    cfg = config or mgca_config(q.device, window, d)
+    cfg = config or mgca_config(q.device, window, d, q.dtype)
     block_p = pad_block(window * window)
     block_d = pad_block(d)
     grid = (n_win_y * n_win_x, B * heads)

@@ -1,13 +1,18 @@
 """Triton kernel for the UpDWBlock (forward only): bilinear x2 -> depthwise 3x3 -> LayerNorm -> 1x1 -> GELU.
 
-One program takes ``block_m`` low-resolution pixels of one image with all their input channels and
-produces the 2x2 output pixels (the four phases) of each. The upsampled map is never stored: for
-output phase (a, b) of low-resolution pixel (i, j), the nine depthwise taps read upsampled samples
-at rows 2i+a-1 .. 2i+a+1, each a 0.75/0.25 blend of two rows of x's 3x3 neighbourhood (clamped
-loads = bilinear's edge clamping). The depthwise convolution pads the *upsampled* map with zeros,
-so the tap reading row -1 (phase 0, first row) or row 2h (phase 1, last row) is dropped there, and
-likewise for columns: the outer ring gets its own weights. LayerNorm over channels is the GEMM's
-prologue, bias + exact-erf GELU its epilogue; the 1x1 projection is ``tl.dot`` over channels.
+One program takes ``block_m`` low-resolution pixels of one image and produces the 2x2 output pixels
+(the four phases) of each. The upsampled map is never stored: output phase (a, b) of low-resolution
+pixel (i, j) is a 3x3 stencil on x's clamped neighbourhood (clamped loads = bilinear's edge
+clamping) with combined weights W_ab = A_a^T K A_b, built per channel in the kernel. The depthwise
+convolution zero-pads the *upsampled* map, so the tap reading upsampled row -1 (phase 0, first row)
+or row 2h (phase 1, last row), and likewise for columns, must not count: the outer ring of output
+pixels gets its own weights, applied as a correction on the ring pixels.
+
+Channels are processed in chunks of ``block_k`` so that registers do not grow with Cin: per phase a
+statistics pass computes the LayerNorm mean and variance (chunk results merged as in Chan et al.),
+then a GEMM pass recomputes each chunk's depthwise result, normalises it (the GEMM's prologue) and
+accumulates the 1x1 projection with ``tl.dot``; bias and exact-erf GELU are the epilogue. x is read
+from device memory once (the re-reads hit the caches) and y is written once.
 """
 
 from __future__ import annotations
@@ -15,11 +20,11 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from edgerain.triton_kernels.config import (
     TileConfig,
     dot_f32acc,
     dot_precision,
-    pad_block,
     upcast_bf16_dot,
     updw_config,
 )
@@ -28,17 +33,109 @@ LN_EPS = 1e-6
 
 
 @triton.jit
-def _up_sample(prev, cur, nxt, K: tl.constexpr):
-    """Upsampled sample at position 2*i + K (K in -1..2) along one axis, from samples i-1, i, i+1."""
-    if K == -1:
-        r = 0.75 * prev + 0.25 * cur
-    elif K == 0:
-        r = 0.25 * prev + 0.75 * cur
-    elif K == 1:
-        r = 0.75 * cur + 0.25 * nxt
+def _tap_coef(P: tl.constexpr, T: tl.constexpr, O: tl.constexpr):
+    """Weight of low-resolution offset O-1 (O in 0..2) in the upsampled sample that depthwise tap T-1
+    (T in 0..2) of output phase P reads along one axis, i.e. upsampled position 2i + P + T - 1:
+    2i-1 = 0.75 x[i-1] + 0.25 x[i], 2i = 0.25 x[i-1] + 0.75 x[i], 2i+1 = 0.75 x[i] + 0.25 x[i+1],
+    2i+2 = 0.25 x[i] + 0.75 x[i+1]."""
+    return (
+        (0.75 if O == 0 else (0.25 if O == 1 else 0.0))
+        if P + T - 1 == -1
+        else (
+            (0.25 if O == 0 else (0.75 if O == 1 else 0.0))
+            if P + T - 1 == 0
+            else (
+                (0.0 if O == 0 else (0.75 if O == 1 else 0.25))
+                if P + T - 1 == 1
+                else (0.0 if O == 0 else (0.25 if O == 1 else 0.75))
+            )
+        )
+    )
+
+
+@triton.jit
+def _pick(a, b, c, O: tl.constexpr):
+    if O == 0:
+        r = a
+    elif O == 1:
+        r = b
     else:
-        r = 0.25 * cur + 0.75 * nxt
+        r = c
     return r
+
+
+@triton.jit
+def _tap(k00, k01, k02, k10, k11, k12, k20, k21, k22, TY: tl.constexpr, TX: tl.constexpr):
+    """Depthwise tap (TY, TX) of the chunk's 3x3 kernels (a compile-time choice)."""
+    return _pick(_pick(k00, k01, k02, TX), _pick(k10, k11, k12, TX), _pick(k20, k21, k22, TX), TY)
+
+
+@triton.jit
+def _dw_chunk(
+    base,
+    rows_m,
+    rows_0,
+    rows_p,
+    cols_m,
+    cols_0,
+    cols_p,
+    ld,
+    dww_ptr,
+    dwb_ptr,
+    ck,
+    kmask,
+    drop_row,
+    drop_col,
+    PA: tl.constexpr,
+    PB: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Depthwise 3x3 (+ bias) on the virtual upsampled map for phase (PA, PB) and one channel chunk.
+
+    Padded channels come out exactly 0 (their loads and weights are 0)."""
+    acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
+    acc += tl.load(dwb_ptr + ck, mask=kmask, other=0.0).to(tl.float32)[None, :]
+    taps = dww_ptr + ck * 9
+    k00 = tl.load(taps + 0, mask=kmask, other=0.0).to(tl.float32)
+    k01 = tl.load(taps + 1, mask=kmask, other=0.0).to(tl.float32)
+    k02 = tl.load(taps + 2, mask=kmask, other=0.0).to(tl.float32)
+    k10 = tl.load(taps + 3, mask=kmask, other=0.0).to(tl.float32)
+    k11 = tl.load(taps + 4, mask=kmask, other=0.0).to(tl.float32)
+    k12 = tl.load(taps + 5, mask=kmask, other=0.0).to(tl.float32)
+    k20 = tl.load(taps + 6, mask=kmask, other=0.0).to(tl.float32)
+    k21 = tl.load(taps + 7, mask=kmask, other=0.0).to(tl.float32)
+    k22 = tl.load(taps + 8, mask=kmask, other=0.0).to(tl.float32)
+    for oy in tl.static_range(3):
+        for ox in tl.static_range(3):
+            wv = tl.zeros((BLOCK_K,), dtype=tl.float32)
+            for ty in tl.static_range(3):
+                for tx in tl.static_range(3):
+                    coef = _tap_coef(PA, ty, oy) * _tap_coef(PB, tx, ox)
+                    if coef != 0.0:
+                        wv += coef * _tap(k00, k01, k02, k10, k11, k12, k20, k21, k22, ty, tx)
+            off = _pick(rows_m, rows_0, rows_p, oy) + _pick(cols_m, cols_0, cols_p, ox)
+            acc += tl.load(base + off, mask=ld, other=0.0).to(tl.float32) * wv[None, :]
+    # Ring: at the pixels that drop tap t* (row) / s* (column), the clamped loads make the dropped
+    # upsampled row equal to x's row i (column j), so
+    # dw = interior - dr * RowSum - dc * ColSum + dr * dc * K[t*][s*] x[i][j].
+    T_DROP = 0 if PA == 0 else 2
+    S_DROP = 0 if PB == 0 else 2
+    row_sum = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
+    col_sum = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
+    for o in tl.static_range(3):
+        w_row = tl.zeros((BLOCK_K,), dtype=tl.float32)
+        w_col = tl.zeros((BLOCK_K,), dtype=tl.float32)
+        for t in tl.static_range(3):
+            w_row += _tap_coef(PB, t, o) * _tap(k00, k01, k02, k10, k11, k12, k20, k21, k22, T_DROP, t)
+            w_col += _tap_coef(PA, t, o) * _tap(k00, k01, k02, k10, k11, k12, k20, k21, k22, t, S_DROP)
+        x_row = tl.load(base + rows_0 + _pick(cols_m, cols_0, cols_p, o), mask=ld, other=0.0).to(tl.float32)
+        x_col = tl.load(base + _pick(rows_m, rows_0, rows_p, o) + cols_0, mask=ld, other=0.0).to(tl.float32)
+        row_sum += x_row * w_row[None, :]
+        col_sum += x_col * w_col[None, :]
+    k_corner = _tap(k00, k01, k02, k10, k11, k12, k20, k21, k22, T_DROP, S_DROP)
+    x_center = tl.load(base + rows_0 + cols_0, mask=ld, other=0.0).to(tl.float32)
+    return acc + drop_row * drop_col * x_center * k_corner[None, :] - drop_row * row_sum - drop_col * col_sum
 
 
 @triton.jit
@@ -65,7 +162,7 @@ def _updw_fwd_kernel(
     ys_x,
     eps,
     BLOCK_M: tl.constexpr,
-    BLOCK_C: tl.constexpr,
+    BLOCK_K: tl.constexpr,
     BLOCK_N: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -76,73 +173,75 @@ def _updw_fwd_kernel(
     valid = pix < h * w
     i = pix // w
     j = pix % w
-    c = tl.arange(0, BLOCK_C)
-    cmask = c < CIN
-    ld = valid[:, None] & cmask[None, :]
-
-    # The clamped 3x3 neighbourhood of each low-resolution pixel (replicate padding).
-    im = tl.maximum(i - 1, 0)
-    ip = tl.minimum(i + 1, h - 1)
-    jm = tl.maximum(j - 1, 0)
-    jp = tl.minimum(j + 1, w - 1)
-    base = x_ptr + b * xs_b + c[None, :] * xs_c
-    x_mm = tl.load(base + im[:, None] * xs_y + jm[:, None] * xs_x, mask=ld, other=0.0).to(tl.float32)
-    x_m0 = tl.load(base + im[:, None] * xs_y + j[:, None] * xs_x, mask=ld, other=0.0).to(tl.float32)
-    x_mp = tl.load(base + im[:, None] * xs_y + jp[:, None] * xs_x, mask=ld, other=0.0).to(tl.float32)
-    x_0m = tl.load(base + i[:, None] * xs_y + jm[:, None] * xs_x, mask=ld, other=0.0).to(tl.float32)
-    x_00 = tl.load(base + i[:, None] * xs_y + j[:, None] * xs_x, mask=ld, other=0.0).to(tl.float32)
-    x_0p = tl.load(base + i[:, None] * xs_y + jp[:, None] * xs_x, mask=ld, other=0.0).to(tl.float32)
-    x_pm = tl.load(base + ip[:, None] * xs_y + jm[:, None] * xs_x, mask=ld, other=0.0).to(tl.float32)
-    x_p0 = tl.load(base + ip[:, None] * xs_y + j[:, None] * xs_x, mask=ld, other=0.0).to(tl.float32)
-    x_pp = tl.load(base + ip[:, None] * xs_y + jp[:, None] * xs_x, mask=ld, other=0.0).to(tl.float32)
-
-    # Zero padding of the upsampled map: 0 where the tap falls outside it.
-    keep_row_before = (i > 0).to(tl.float32)[:, None]
-    keep_row_after = (i < h - 1).to(tl.float32)[:, None]
-    keep_col_before = (j > 0).to(tl.float32)[:, None]
-    keep_col_after = (j < w - 1).to(tl.float32)[:, None]
-
-    dw_bias = tl.load(dwb_ptr + c, mask=cmask, other=0.0).to(tl.float32)
-    ln_w = tl.load(lnw_ptr + c, mask=cmask, other=0.0).to(tl.float32)
-    ln_b = tl.load(lnb_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+    kk = tl.arange(0, BLOCK_K)
     in_dtype = x_ptr.dtype.element_ty
+
+    # Element offsets of the clamped 3x3 neighbourhood (replicate padding = bilinear clamping).
+    rows_m = tl.maximum(i - 1, 0)[:, None] * xs_y
+    rows_0 = i[:, None] * xs_y
+    rows_p = tl.minimum(i + 1, h - 1)[:, None] * xs_y
+    cols_m = tl.maximum(j - 1, 0)[:, None] * xs_x
+    cols_0 = j[:, None] * xs_x
+    cols_p = tl.minimum(j + 1, w - 1)[:, None] * xs_x
 
     for phase in tl.static_range(4):
         pa = phase // 2  # constexpr: static_range unrolls the phases
         pb = phase % 2
-        acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32) + dw_bias[None, :]
-        for ty in tl.static_range(3):
-            for tx in tl.static_range(3):
-                kk = tl.load(dww_ptr + c * 9 + (ty * 3 + tx), mask=cmask, other=0.0).to(tl.float32)
-                col_m = _up_sample(x_mm, x_m0, x_mp, pb + tx - 1)
-                col_0 = _up_sample(x_0m, x_00, x_0p, pb + tx - 1)
-                col_p = _up_sample(x_pm, x_p0, x_pp, pb + tx - 1)
-                u = _up_sample(col_m, col_0, col_p, pa + ty - 1)
-                if pa + ty - 1 == -1:
-                    u = u * keep_row_before
-                if pa + ty - 1 == 2:
-                    u = u * keep_row_after
-                if pb + tx - 1 == -1:
-                    u = u * keep_col_before
-                if pb + tx - 1 == 2:
-                    u = u * keep_col_after
-                acc += kk[None, :] * u
+        if pa == 0:
+            drop_row = (i == 0).to(tl.float32)[:, None]
+        else:
+            drop_row = (i == h - 1).to(tl.float32)[:, None]
+        if pb == 0:
+            drop_col = (j == 0).to(tl.float32)[:, None]
+        else:
+            drop_col = (j == w - 1).to(tl.float32)[:, None]
 
-        # LayerNorm over channels (biased variance); padded channels are exactly 0 and stay out.
-        mean = tl.sum(acc, axis=1) / CIN
-        diff = tl.where(cmask[None, :], acc - mean[:, None], 0.0)
-        var = tl.sum(diff * diff, axis=1) / CIN
-        rstd = 1.0 / tl.sqrt(var + eps)
-        xn = (diff * rstd[:, None] * ln_w[None, :] + ln_b[None, :]).to(in_dtype)
+        # Pass 1: LayerNorm statistics over all channels, chunk by chunk (fp32, two-level variance).
+        mean = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        m2 = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        count = 0.0
+        for k0 in range(0, CIN, BLOCK_K):
+            ck = k0 + kk
+            kmask = ck < CIN
+            base = x_ptr + b * xs_b + ck[None, :] * xs_c
+            ld = valid[:, None] & kmask[None, :]
+            d = _dw_chunk(
+                base, rows_m, rows_0, rows_p, cols_m, cols_0, cols_p, ld, dww_ptr, dwb_ptr, ck, kmask,
+                drop_row, drop_col, pa, pb, BLOCK_M, BLOCK_K,
+            )  # fmt: skip
+            n_chunk = tl.minimum(CIN - k0, BLOCK_K).to(tl.float32)
+            chunk_mean = tl.sum(d, axis=1) / n_chunk
+            dev = tl.where(kmask[None, :], d - chunk_mean[:, None], 0.0)
+            chunk_m2 = tl.sum(dev * dev, axis=1)
+            total = count + n_chunk
+            delta = chunk_mean - mean
+            mean += delta * (n_chunk / total)
+            m2 += chunk_m2 + delta * delta * (count * n_chunk / total)
+            count = total
+        rstd = 1.0 / tl.sqrt(m2 / CIN + eps)
 
+        # Pass 2: normalise each recomputed chunk and accumulate the 1x1 projection, then GELU.
         oy = 2 * i + pa
         ox = 2 * j + pb
         for n0 in range(0, COUT, BLOCK_N):
             n = n0 + tl.arange(0, BLOCK_N)
             nmask = n < COUT
-            wt = tl.load(pww_ptr + n[None, :] * CIN + c[:, None], mask=cmask[:, None] & nmask[None, :], other=0.0)
-            y = dot_f32acc(xn, wt.to(in_dtype), PRECISION, UPCAST)
-            y += tl.load(pwb_ptr + n, mask=nmask, other=0.0).to(tl.float32)[None, :]
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for k0 in range(0, CIN, BLOCK_K):
+                ck = k0 + kk
+                kmask = ck < CIN
+                base = x_ptr + b * xs_b + ck[None, :] * xs_c
+                ld = valid[:, None] & kmask[None, :]
+                d = _dw_chunk(
+                    base, rows_m, rows_0, rows_p, cols_m, cols_0, cols_p, ld, dww_ptr, dwb_ptr, ck, kmask,
+                    drop_row, drop_col, pa, pb, BLOCK_M, BLOCK_K,
+                )  # fmt: skip
+                ln_w = tl.load(lnw_ptr + ck, mask=kmask, other=0.0).to(tl.float32)
+                ln_b = tl.load(lnb_ptr + ck, mask=kmask, other=0.0).to(tl.float32)
+                xn = (d - mean[:, None]) * rstd[:, None] * ln_w[None, :] + ln_b[None, :]  # padded: 0
+                wt = tl.load(pww_ptr + n[None, :] * CIN + ck[:, None], mask=kmask[:, None] & nmask[None, :], other=0.0)
+                acc += dot_f32acc(xn.to(in_dtype), wt.to(in_dtype), PRECISION, UPCAST)
+            y = acc + tl.load(pwb_ptr + n, mask=nmask, other=0.0).to(tl.float32)[None, :]
             y = 0.5 * y * (1.0 + tl.erf(y * 0.7071067811865476))
             dst = y_ptr + b * ys_b + n[None, :] * ys_c + oy[:, None] * ys_y + ox[:, None] * ys_x
             tl.store(dst, y.to(y_ptr.dtype.element_ty), mask=valid[:, None] & nmask[None, :])
@@ -185,7 +284,7 @@ def updw(
         *out.stride(),
         eps,
         BLOCK_M=cfg.block_m,
-        BLOCK_C=pad_block(cin),
+        BLOCK_K=cfg.block_k,
         BLOCK_N=cfg.block_n,
         PRECISION="ieee" if upcast_bf16_dot(x.dtype) else dot_precision(x.dtype, allow_tf32),
         UPCAST=upcast_bf16_dot(x.dtype),

@@ -153,7 +153,6 @@ class TritonBackend:
     name = "triton"
     max_window_pixels = 256  # a 256 x 256 fp32 logits tile is the most one program holds
     max_head_dim = 256
-    max_updw_channels = 512  # nine (16 x Cin) fp32 tiles per program: beyond this they spill registers
 
     def __init__(self) -> None:
         self._version: str | None = None
@@ -202,11 +201,6 @@ class TritonBackend:
                 return False, f"window {window} exceeds {self.max_window_pixels} pixels per program"
             if head_dim > self.max_head_dim:
                 return False, f"head dim {head_dim} exceeds {self.max_head_dim}"
-        elif tensors[0].shape[1] > self.max_updw_channels:
-            return (
-                False,
-                f"{tensors[0].shape[1]} input channels exceed {self.max_updw_channels} (one program holds all)",
-            )
         return True, ""
 
     def run(self, op: str, args: Sequence[Any]) -> Tensor:

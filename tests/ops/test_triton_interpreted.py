@@ -9,10 +9,11 @@ import os
 
 import pytest
 import torch
+from ops_helpers import TOLERANCE, mgca_inputs, mgca_truth, poisoned, rel_error, updw_inputs, updw_truth
+
 from edgerain.triton_kernels import mgca as triton_mgca
 from edgerain.triton_kernels import updw as triton_updw
 from edgerain.triton_kernels.config import TileConfig, pad_block
-from ops_helpers import TOLERANCE, mgca_inputs, mgca_truth, poisoned, rel_error, updw_inputs, updw_truth
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1 (set by tests/ops/conftest.py)"
@@ -68,10 +69,11 @@ def test_updw_matches_float64_reference(B, cin, cout, h, w, dtype):
 
 
 def test_updw_several_tiles_and_gemm_steps():
-    # Small tiles and output-channel steps: pixels split over programs, Cout over GEMM iterations.
-    args = updw_inputs(1, 7, 40, 6, 5, torch.float32, seed=7)
-    out = poisoned((1, 40, 12, 10), torch.float32)
-    triton_updw.updw(*args, out=out, config=TileConfig(block_m=16, block_n=16))
+    # Small tiles and output-channel steps: pixels split over programs, Cout over GEMM iterations,
+    # Cin over channel chunks.
+    args = updw_inputs(1, 19, 20, 5, 4, torch.float32, seed=7)
+    out = poisoned((1, 20, 10, 8), torch.float32)
+    triton_updw.updw(*args, out=out, config=TileConfig(block_m=16, block_n=16, block_k=16))
     assert rel_error(out, updw_truth(*args)) < TOLERANCE[torch.float32]
 
 
