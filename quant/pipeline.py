@@ -89,7 +89,11 @@ class QuantReport:
             "status": self.status,
             "model": self.model,
             "failures": self.gate.failures()
-            + [f"ONNX parity failed for {g['name']}" for g in self.graphs if not g["parity_ok"]],
+            + [
+                f"ONNX parity failed for {g['name']}" + (f" ({g['parity_error']})" if "parity_error" in g else "")
+                for g in self.graphs
+                if not g["parity_ok"]
+            ],
             "settings": {
                 **{k: v for k, v in dataclasses.asdict(self.options).items() if k != "exclude"},
                 "exclude": list(self.options.exclude),
@@ -225,18 +229,22 @@ def _write_artefacts(
             output_names=spec.output_names,
             dynamic_axes=spec.dynamic_axes,
         )
-        exact = onnx_parity(spec.module, path, spec.example_inputs, optimize=False)
-        optimized = onnx_parity(spec.module, path, spec.example_inputs, optimize=True)
-        summary = qdq_summary(path)
-        graphs.append(
-            {
-                "name": spec.name,
-                "inputs": {n: list(t.shape) for n, t in zip(spec.input_names, spec.example_inputs, strict=True)},
-                "dynamic_axes": spec.dynamic_axes,
-                "parity_ort_unoptimized": exact.to_json(),
-                "parity_ort_optimized": optimized.to_json(),
-                "parity_ok": min(exact.psnr_db, optimized.psnr_db) >= PARITY_MIN_PSNR,
-                **{k: v for k, v in summary.items() if k != "ops"},
-            }
-        )
+        row: dict[str, Any] = {
+            "name": spec.name,
+            "inputs": {n: list(t.shape) for n, t in zip(spec.input_names, spec.example_inputs, strict=True)},
+            "dynamic_axes": spec.dynamic_axes,
+        }
+        try:
+            exact = onnx_parity(spec.module, path, spec.example_inputs, optimize=False)
+            optimized = onnx_parity(spec.module, path, spec.example_inputs, optimize=True)
+        except Exception as exc:  # ONNX Runtime refusing the graph is a failed check, reported as such
+            row.update(parity_ok=False, parity_error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+        else:
+            row.update(
+                parity_ort_unoptimized=exact.to_json(),
+                parity_ort_optimized=optimized.to_json(),
+                parity_ok=min(exact.psnr_db, optimized.psnr_db) >= PARITY_MIN_PSNR,
+            )
+        row.update({k: v for k, v in qdq_summary(path).items() if k != "ops"})
+        graphs.append(row)
     return graphs

@@ -321,3 +321,19 @@ def test_cli_bad_input_is_one_line_error(tmp_path, pair_folder, capsys):
     assert not (tmp_path / "out").exists()
     rc = main([*_quantize_argv(pair_folder, pair_folder, tmp_path / "out"), "--method", "minmax"])
     assert rc == 2 and "calibration method" in capsys.readouterr().err
+
+
+def test_graph_that_ort_refuses_fails_the_run_without_artefacts(tmp_path, pair_folder, monkeypatch):
+    import edgerain.quant.pipeline as pipeline
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Incompatible dimensions")
+
+    monkeypatch.setattr(pipeline, "onnx_parity", refuse)
+    out = tmp_path / "out"
+    opts = pipeline.QuantizeOptions(calib_size=(32, 48), sensitivity="never")
+    report = pipeline.quantize_and_gate(tiny("rdmc-tiny"), pair_folder, pair_folder, out, opts, progress=False)
+    assert report.gate.passed and not report.passed
+    assert sorted(p.name for p in out.iterdir()) == ["report.json"]
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["status"] == "failed" and "Incompatible dimensions" in saved["failures"][0]
