@@ -148,6 +148,9 @@ def quantize_and_gate(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise EdgerainError(f"output {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "report.json").is_file():
+        # OUT is replaced as a whole: only ever replace an earlier `edgerain quantize` output.
+        raise EdgerainError(f"output folder {out} is not empty and is not an earlier quantize output")
     pairs = load_eval_pairs(eval_dir, opts.eval_limit)
     result = quantize_model(
         model,

@@ -296,6 +296,7 @@ def test_cli_forced_gate_failure_exits_nonzero_without_artefacts(tmp_path, pair_
     out = tmp_path / "out"
     out.mkdir()
     (out / "quantized.safetensors").write_text("stale artefact from an earlier run")
+    (out / "report.json").write_text("{}")
     pairs = teacher_pairs(tiny("rdmc-tiny", seed=0), tmp_path / "teacher")
     dark = tmp_path / "dark"
     for i in range(2):  # near-black calibration images: real inputs clip at the first layers
@@ -321,6 +322,12 @@ def test_cli_bad_input_is_one_line_error(tmp_path, pair_folder, capsys):
     assert not (tmp_path / "out").exists()
     rc = main([*_quantize_argv(pair_folder, pair_folder, tmp_path / "out"), "--method", "minmax"])
     assert rc == 2 and "calibration method" in capsys.readouterr().err
+    precious = tmp_path / "precious"
+    (precious / "notes.txt").parent.mkdir()
+    (precious / "notes.txt").write_text("not ours")
+    rc = main(_quantize_argv(pair_folder, pair_folder, precious))
+    assert rc == 2 and "not an earlier quantize output" in capsys.readouterr().err
+    assert (precious / "notes.txt").read_text() == "not ours"
 
 
 def test_graph_that_ort_refuses_fails_the_run_without_artefacts(tmp_path, pair_folder, monkeypatch):
