@@ -1,0 +1,36 @@
+"""The model card is written from the measured report, number for number."""
+
+from __future__ import annotations
+
+from edgerain.train.report import model_card
+
+
+def test_model_card_carries_the_measured_numbers() -> None:
+    report = {
+        "model": "clip-rpn-edge",
+        "params": 5_076_950,
+        "bytes": 20_429_016,
+        "git_commit": "abc123",
+        "provenance": {
+            "clip_pretrained": False,
+            "step": 2400,
+            "elapsed_s": 3600,
+            "shared_expert_copied": 1700,
+            "recipe": {"batch": 4, "patch": 64, "lr": 0.001, "shared_warmup": 0.7, "time_budget_minutes": 60},
+            "router": {"method": "fit", "images_per_class": 100, "train_accuracy": 0.5, "heldout_accuracy": 0.48},
+        },
+        "evaluation": {
+            "rain100l": {
+                "pairs": 45,
+                "model": {"psnr_y": 28.123, "ssim_y": 0.9012},
+                "rainy_input": {"psnr_y": 26.44, "ssim_y": 0.84},
+                "routing": {"expert 0: light": 30, "expert 2: heavy": 15},
+            }
+        },
+        "cpu_latency_480x320": [{"threads": 1, "median_s": 4.2, "min_s": 3.9, "load_average_1min": 7.5}],
+    }
+    card = model_card(report)
+    assert "**28.12 dB / 0.901**" in card and "26.44 dB / 0.840" in card and "37.66 dB / 0.980" in card
+    assert "**no**" in card and "2400 steps" in card and "median 4.20 s" in card
+    assert "expert 0 x30, expert 2 x15" in card and "`abc123`" in card
+    assert "research-use" in card
