@@ -115,7 +115,7 @@ def mgca_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int, shift:
     """
     B, h, d, H, W = q.shape
     w, s = window, shift
-    nh, nw = -(-(H + s) // w), -(-(W + s) // w)
+    nh, nw = (H + s + w - 1) // w, (W + s + w - 1) // w
     pad = (s, nw * w - W - s, s, nh * w - H - s)
 
     def part(t: Tensor) -> Tensor:  # (B, h, d, H, W) -> (B * nh * nw, h, w*w, d)

@@ -45,8 +45,10 @@ def mgca_window_attention_reference(q: Tensor, k: Tensor, v: Tensor, mask: Tenso
     q, k, v, mask = (t.to(cdt) for t in (q, k, v, mask))
     B, h, d, H, W = q.shape
     w, s = window, shift
-    nh = -(-(H + s) // w)
-    nw = -(-(W + s) // w)
+    # Ceil division written with non-negative operands only: the TorchScript ONNX exporter records
+    # `//` on traced sizes as a truncating Div, which breaks the -(-a // b) idiom for dynamic H, W.
+    nh = (H + s + w - 1) // w
+    nw = (W + s + w - 1) // w
     pad = (s, nw * w - W - s, s, nh * w - H - s)  # left, right, top, bottom
 
     def part(t: Tensor) -> Tensor:  # (B, h, c, H, W) -> (B, h, nh, nw, w*w, c)

@@ -88,6 +88,31 @@ def test_onnx_export_traces_the_reference(has_extension, tmp_path, monkeypatch):
     assert domains <= {"", "ai.onnx"}, domains
 
 
+def test_onnx_export_with_dynamic_sizes_matches_reference(tmp_path):
+    # Shifted windows and sizes that are not multiples of the window, exported once and run at
+    # another size: the window count must follow the input (ceil division of traced sizes).
+    import onnxruntime as ort
+
+    class Attn(torch.nn.Module):
+        def forward(self, q, k, v, m):
+            return ops.mgca_window_attention(q, k, v, m, 4, 2)
+
+    path = tmp_path / "attn.onnx"
+    axes = {0: "B", 3: "H", 4: "W"}
+    torch.onnx.export(
+        Attn(),
+        mgca_inputs(1, 1, 4, 6, 7, torch.float32, seed=11),
+        str(path),
+        input_names=["q", "k", "v", "m"],
+        dynamic_axes={"q": axes, "k": axes, "v": axes, "m": {0: "B", 2: "H", 3: "W"}},
+        dynamo=False,
+    )
+    q, k, v, mask = mgca_inputs(2, 1, 4, 9, 5, torch.float32, seed=12)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"q": q.numpy(), "k": k.numpy(), "v": v.numpy(), "m": mask.numpy()})
+    assert rel_error(torch.from_numpy(out), ops.mgca_window_attention_reference(q, k, v, mask, 4, 2).double()) < 1e-5
+
+
 def test_backend_report_covers_every_op_and_backend():
     rows = ops.backend_report()
     assert {(op, b) for op, b, _, _ in rows} == {
