@@ -13,6 +13,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from testutil import write_png
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EDGERAIN_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -61,14 +63,6 @@ def make_tiny_model(name: str, seed: int = 0):
 @pytest.fixture
 def tiny_model_factory():
     return make_tiny_model
-
-
-def write_png(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array, mode=mode).save(path)
-    return path
 
 
 @pytest.fixture
