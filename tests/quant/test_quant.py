@@ -14,7 +14,7 @@ from torch import nn
 
 pytest.importorskip("modelopt.torch.quantization")
 
-from conftest import write_png
+from testutil import write_png
 
 from edgerain.cli import main
 from edgerain.errors import EdgerainError
