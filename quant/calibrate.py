@@ -27,6 +27,7 @@ from edgerain.models.base import DerainModel, pad_to_multiple
 from edgerain.models.clip import FrozenCLIPImage
 from edgerain.models.clip_rpn import ClipRPN
 from edgerain.quant.config import QuantSettings, modelopt_config
+from edgerain.quant.fold import fold_batchnorm
 
 DEFAULT_CALIB_SIZE = (256, 256)
 
@@ -234,6 +235,7 @@ class QuantResult:
     never_run: list[str]  # layers whose quantizers never ran during calibration: kept float
     counts: dict[str, int]  # enabled quantizers per sub-network
     calibration_images: int
+    folded_batchnorm: list[str] = dataclasses.field(default_factory=list)  # BN folded into their convs
 
 
 def calibrate(model: nn.Module, images: list[Tensor], settings: QuantSettings, progress: bool = True) -> None:
@@ -275,13 +277,15 @@ def quantize_model(
     calib_size: tuple[int, int] = DEFAULT_CALIB_SIZE,
     calib_limit: int | None = 32,
     exclude: Iterable[str] = (),
+    fold_bn: bool = True,
     progress: bool = True,
 ) -> QuantResult:
     """INT8 PTQ of a copy of ``model`` (the float model is left untouched).
 
     ``calib`` is a folder of rainy images (or of rain/norain pairs) or ready (1, 3, h, w) batches.
     ``placement`` says where Q/DQ pairs go (:data:`edgerain.quant.config.QDQ_PLACEMENTS`). Layers in
-    ``exclude`` stay float. Layers whose quantizers never run (their weights are used
+    ``exclude`` stay float. ``fold_bn`` folds eval-mode BatchNorm into the preceding convs of the copy
+    first (:mod:`edgerain.quant.fold`). Layers whose quantizers never run (their weights are used
     through a functional call, e.g. RN50's attention pool or the fused UpDW op) are switched off
     and listed in ``never_run``, so nothing uncalibrated reaches the export.
     """
@@ -298,6 +302,7 @@ def quantize_model(
     if not images:
         raise EdgerainError("no calibration images")
     qmodel = copy.deepcopy(model).eval()
+    folded = fold_batchnorm(qmodel) if fold_bn else []
     with contextlib.redirect_stdout(io.StringIO()):  # ModelOpt prints "Inserted N quantizers"
         mtq.quantize(qmodel, modelopt_config(settings), forward_loop=None)
     qmodel.eval()  # quantize() can flip BatchNorm back to train mode
@@ -318,7 +323,7 @@ def quantize_model(
     for layer in excluded:
         if layer in layers:
             set_layer_quantized(qmodel, layer, False)
-    return QuantResult(qmodel, settings, layers, never_run, quantizer_counts(qmodel), len(images))
+    return QuantResult(qmodel, settings, layers, never_run, quantizer_counts(qmodel), len(images), folded)
 
 
 def _module(model: nn.Module, name: str) -> nn.Module:

@@ -103,6 +103,7 @@ class QuantReport:
             "quantized_layers": quantized_layer_count(r.model),
             "layers_total": len(r.layers) + len(r.never_run),
             "quantizers_per_submodule": r.counts,
+            "folded_batchnorm": len(r.folded_batchnorm),
             "kept_float": [k.to_json() for k in self.kept_float],
             "sensitivity": [s.to_json() for s in self.sensitivity],
             "gate_trail": self.trail,
@@ -216,6 +217,7 @@ def _write_artefacts(
         qmodel,
         folder / "quantized.safetensors",
         provenance={"quantization": {"method": opts.method, "kept_float": [k.layer for k in report.kept_float]}},
+        folded_batchnorm=report.result.folded_batchnorm,
     )
     if not opts.export_onnx:
         return []

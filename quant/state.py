@@ -64,8 +64,17 @@ def _decode(obj: Any) -> Any:
     return obj
 
 
-def save_quantized(model: DerainModel, path: str | os.PathLike[str], provenance: dict[str, Any] | None = None) -> Path:
-    """Write a fake-quantized network (weights, scales, ModelOpt state) atomically to ``path``."""
+def save_quantized(
+    model: DerainModel,
+    path: str | os.PathLike[str],
+    provenance: dict[str, Any] | None = None,
+    folded_batchnorm: list[str] | None = None,
+) -> Path:
+    """Write a fake-quantized network (weights, scales, ModelOpt state) atomically to ``path``.
+
+    ``folded_batchnorm`` (``QuantResult.folded_batchnorm``) is recorded so loading folds the same
+    BatchNorms of the freshly built network before restoring.
+    """
     import modelopt
     import modelopt.torch.opt as mto
 
@@ -81,6 +90,7 @@ def save_quantized(model: DerainModel, path: str | os.PathLike[str], provenance:
         "config": json.dumps(model.config_dict()),
         "modelopt_version": modelopt.__version__,
         "modelopt_state": json.dumps(_encode(mto.modelopt_state(model))),
+        "folded_batchnorm": json.dumps(list(folded_batchnorm or [])),
         "provenance": json.dumps(provenance or {}),
     }
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
@@ -106,6 +116,7 @@ def read_quantized_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     out: dict[str, Any] = dict(meta)
     for key in ("config", "provenance", "modelopt_state"):
         out[key] = json.loads(meta.get(key, "{}"))
+    out["folded_batchnorm"] = json.loads(meta.get("folded_batchnorm", "[]"))
     return out
 
 
@@ -113,6 +124,7 @@ def load_quantized(path: str | os.PathLike[str]) -> DerainModel:
     """Rebuild a quantized network saved by :func:`save_quantized` (eval mode, fake-quant)."""
     from edgerain.models.registry import build_model, config_from_dict
     from edgerain.quant.calibrate import require_modelopt
+    from edgerain.quant.fold import fold_batchnorm
 
     require_modelopt()
     import modelopt.torch.opt as mto
@@ -122,6 +134,10 @@ def load_quantized(path: str | os.PathLike[str]) -> DerainModel:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # CLIP weights come from the file itself
         model = build_model(meta["model"], config=cfg, quiet_clip=True)
+    if meta["folded_batchnorm"]:
+        folded = fold_batchnorm(model)
+        if sorted(folded) != sorted(meta["folded_batchnorm"]):
+            raise EdgerainError(f"{path}: its folded BatchNorm layers do not match the '{meta['model']}' network")
     with warnings.catch_warnings():
         # Quantizers without buffers (never-run, disabled) make ModelOpt guess the device: CPU is right.
         warnings.filterwarnings("ignore", message="Could not identify the device")

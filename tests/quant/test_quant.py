@@ -151,6 +151,27 @@ def test_exclude_keeps_layers_float_and_rejects_unknown_names():
         quantize_model(model, calib_images(1), exclude=["no.such.layer"], progress=False)
 
 
+def test_batchnorm_folding_keeps_the_float_output():
+    import copy
+
+    from edgerain.quant.fold import fold_batchnorm
+
+    model = tiny("fclip-unet-tiny")
+    gen = torch.Generator().manual_seed(2)
+    for m in model.modules():  # non-trivial statistics, so a wrong fold would show
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5, generator=gen)
+            m.running_var.uniform_(0.5, 2.0, generator=gen)
+            m.weight.data.uniform_(0.5, 1.5, generator=gen)
+    folded = copy.deepcopy(model)
+    names = fold_batchnorm(folded)
+    assert "encoder.visual.bn1" in names and "encoder.visual.layer1.0.downsample.1" in names
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(1, 3, 48, 64, generator=gen)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # Gate logic
 
@@ -232,7 +253,10 @@ def test_onnx_qdq_structure_and_parity(rpn, tmp_path):
 
 def test_save_restore_round_trip(rpn, tmp_path):
     _, result = rpn
-    path = save_quantized(result.model, tmp_path / "q.safetensors", provenance={"test": True})
+    assert result.folded_batchnorm  # the RN tower's BatchNorms were folded: loading must fold them too
+    path = save_quantized(
+        result.model, tmp_path / "q.safetensors", provenance={"test": True}, folded_batchnorm=result.folded_batchnorm
+    )
     restored = load_quantized(path)
     x = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
