@@ -249,6 +249,7 @@ def _write_samples(
     for i, img in enumerate(images):
         ref, ctx, expert = P.torch_reference(exact, img)
         if reference_net is not float_net:  # int8: the fake-quant network under the float decision
+            reference_net.eval()
             x = torch.from_numpy(P.to_nchw(img))
             with torch.no_grad():
                 ref = reference_net(x, float_net.global_context(x)).numpy()

@@ -105,7 +105,19 @@ class GraphPlan:
 
 
 def plan_graphs(model: DerainModel) -> list[GraphPlan]:
-    """The graphs a bundle of ``model`` holds (docs/bundle-format.md)."""
+    """The graphs a bundle of ``model`` holds (docs/bundle-format.md), wrappers in eval mode.
+
+    Eval mode matters beyond the export itself: exporters restore the wrapper's training flag
+    afterwards, and a wrapper left in its default train mode would switch the whole network to
+    training behaviour (no output clamp, training-only perturbations) for whatever runs next.
+    """
+    plans = _plan_graphs(model)
+    for plan in plans:
+        plan.module.eval()
+    return plans
+
+
+def _plan_graphs(model: DerainModel) -> list[GraphPlan]:
     if isinstance(model, ClipRPN):
         plans = [GraphPlan("context", "context.onnx", RouterGraph(model), [IMAGE], "scores", kind="router")]
         plans += [
