@@ -193,3 +193,12 @@ def test_manifest_records_what_a_device_needs(fp32_bundles: dict[str, Path]) -> 
     assert {"edgerain", "torch", "onnx", "onnxruntime", "modelopt"} <= set(m["versions"])
     assert m["model"]["trained"] is False and m["model"]["random_seed"] == 0
     assert set(m["files"]) == set(fmt.hash_tree(root)) and "build_engine.sh" in m["files"]
+
+
+def test_tracing_leaves_the_network_in_eval_mode(tiny_model_factory) -> None:
+    """Exporters restore the wrapper's training flag afterwards: the wrappers must start in eval mode,
+    or everything computed after an export (references, int8 fake-quant outputs) runs in train mode."""
+    net = tiny_model_factory("rdmc-tiny").eval()
+    plan = G.plan_graphs(net)[0]
+    G.torch_to_onnx(plan, plan.example_inputs(net, 32, 48))
+    assert not any(m.training for m in net.modules())
