@@ -195,10 +195,13 @@ def test_manifest_records_what_a_device_needs(fp32_bundles: dict[str, Path]) -> 
     assert set(m["files"]) == set(fmt.hash_tree(root)) and "build_engine.sh" in m["files"]
 
 
-def test_tracing_leaves_the_network_in_eval_mode(tiny_model_factory) -> None:
-    """Exporters restore the wrapper's training flag afterwards: the wrappers must start in eval mode,
-    or everything computed after an export (references, int8 fake-quant outputs) runs in train mode."""
+def test_tracing_leaves_the_network_in_eval_mode(tiny_model_factory, tmp_path: Path) -> None:
+    """The int8 path's exporter restores the wrapper's training flag afterwards: the wrappers must
+    start in eval mode, or everything computed after an export (the fake-quant references) runs in
+    train mode (no output clamp)."""
+    quant = pytest.importorskip("edgerain.quant")
     net = tiny_model_factory("rdmc-tiny").eval()
     plan = G.plan_graphs(net)[0]
-    G.torch_to_onnx(plan, plan.example_inputs(net, 32, 48))
+    with G.exporting():
+        quant.export_qdq_onnx(plan.module, plan.example_inputs(net, 32, 48), tmp_path / "g.onnx")
     assert not any(m.training for m in net.modules())
