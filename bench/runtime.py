@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgerain.runtime.bench import markdown_table
     from edgerain.runtime.profile import environment
 
+    load_before = os.getloadavg()
     reports, failures = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.networks.split(","):
@@ -97,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: str(v) for k, v in vars(args).items() if k not in ("one", "json")},
         "networks": reports,
         "not_measured": failures,
+        # Other work on the machine slows every row alike; the load average says how busy it was.
+        "load_average": {"before": load_before, "after": os.getloadavg()},
         **environment(),
     }
     json_path = args.out / f"runtime_{args.tag}.json"
@@ -108,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Commit {summary['commit']}, {summary['time_utc']}; {args.limit} Rain100L pairs per network, center-cropped "
         f"to {args.crop}x{args.crop}; bundles exported for target `{args.target}`. Latency is the median per image "
         "(whole image, batch 1). Networks carry seeded random weights (no trained checkpoints yet): PSNR/SSIM say "
-        "nothing about deraining; parity (PSNR vs fp32), latency and size are what these rows measure.",
+        "nothing about deraining; parity (PSNR vs fp32), latency and size are what these rows measure. "
+        f"1-minute load average {summary['load_average']['before'][0]:.1f} before, "
+        f"{summary['load_average']['after'][0]:.1f} after (other work on the machine slows every row).",
         "",
         markdown_table(reports),
     ]
