@@ -128,6 +128,10 @@ def derain(
     overlap: Annotated[int, typer.Option(help=OVERLAP_HELP)] = 32,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(help="Run an exported bundle (edgerain export) with ONNX Runtime instead.", readable=False),
+    ] = None,
 ) -> None:
     """Derain image files and folders into OUT (one PNG per input, same name)."""
     from rich.console import Console
@@ -135,6 +139,9 @@ def derain(
     from edgerain.pipeline import check_tiling, derain_paths, plan_outputs, resolve_device
 
     check_tiling(tile, overlap)
+    if bundle is not None:  # the runtime room's path (edgerain.runtime, docs/runtime.md)
+        _derain_with_bundle(inputs, out, bundle, model, weights, tile, overlap, progress)
+        return
     resolve_device(device)
     plan_outputs(inputs, out)  # fail on bad inputs before the model is built
     net, _label, trained = _load(model, weights, device)
@@ -143,6 +150,30 @@ def derain(
     console.print(f"wrote {len(written)} image{'s' if len(written) != 1 else ''} to {out}")
     if not trained:
         _untrained_notice(console, net.registry_name or type(net).__name__)
+
+
+def _derain_with_bundle(
+    inputs: list[Path],
+    out: Path,
+    bundle: Path,
+    model: str | None,
+    weights: Path | None,
+    tile: int | None,
+    overlap: int,
+    progress: bool,
+) -> None:
+    from rich.console import Console
+
+    from edgerain.errors import EdgerainError
+    from edgerain.runtime import derain_paths_with_bundle
+
+    if model is not None or weights is not None:
+        raise EdgerainError("--bundle runs the network stored in the bundle: drop --model/--weights")
+    # Without --tile the bundle's own tiling (and overlap) applies.
+    written = derain_paths_with_bundle(
+        inputs, out, bundle, tile=tile, overlap=overlap if tile is not None else None, progress=progress
+    )
+    Console().print(f"wrote {len(written)} image{'s' if len(written) != 1 else ''} to {out} (bundle {bundle})")
 
 
 def demo_data(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,7 @@ def _resolve_model(model: Any, weights: str | os.PathLike[str] | None) -> Any:
 
 
 def derain_paths_with_bundle(
-    inputs: list[str | os.PathLike[str]],
+    inputs: Iterable[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     bundle: str | os.PathLike[str],
     backend: str = "ort",
