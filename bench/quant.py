@@ -242,6 +242,8 @@ def markdown(report: dict[str, Any]) -> str:
         )
     for note in report.get("workarounds", []):
         lines += ["", f"Workaround in effect: {note}."]
+    for note in report.get("notes", []):
+        lines += ["", f"Note: {note}"]
     lines += ["", report.get("analysis", "")]
     return "\n".join(lines) + "\n"
 
