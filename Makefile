@@ -7,7 +7,7 @@ STAMP := $(VENV)/.stamp-install
 PYTEST_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test lint typecheck pytest clean
+.PHONY: install demo test lint typecheck pytest cpp clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ pytest: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The C++ runtime (edgerain-infer) and its ctest; `make test` also builds and checks it from pytest.
+cpp: install
+	bash scripts/build_cpp_runtime.sh --test
 
 clean:
 	rm -rf build out .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,8 @@ The public Python API (each CLI command is one call into it)::
     import edgerain
     model = edgerain.load_model("clip-rpn-tiny")          # or weights="ckpt.safetensors"
     edgerain.build_model("fclip-unet", pretrained="path/to/RN50.safetensors")
+    derain = edgerain.Derainer("out/demo/bundle")           # an exported bundle, ONNX Runtime
+    clean = derain(rainy_uint8_hwc)
 
 Heavy submodules are imported lazily so ``import edgerain`` stays cheap.
 """
@@ -22,6 +24,7 @@ _LAZY = {
     "build_model": "edgerain.models",
     "list_models": "edgerain.models",
     "EdgerainError": "edgerain.errors",
+    "Derainer": "edgerain.runtime",
 }
 
 

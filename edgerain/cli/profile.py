@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 profile_app = typer.Typer(
-    help="Measure performance: the fused kernels (`profile kernels`).",
+    help="Measure performance: a bundle or network (`profile run`), or the fused kernels (`profile kernels`).",
     no_args_is_help=True,
     add_completion=False,
 )
