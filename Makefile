@@ -7,7 +7,7 @@ STAMP := $(VENV)/.stamp-install
 PYTEST_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test lint typecheck pytest cpp clean
+.PHONY: install demo test lint typecheck pytest cpp bench-quant clean
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ test: lint typecheck pytest
 # The C++ runtime (edgerain-infer) and its ctest; `make test` also builds and checks it from pytest.
 cpp: install
 	bash scripts/build_cpp_runtime.sh --test
+
+# CPU INT8 vs FP32 benchmark (minutes; writes bench/results/quant_cpu.json). Not part of `make test`.
+bench-quant: install
+	nice -n 15 $(BIN)/python bench/quant.py
 
 clean:
 	rm -rf build out .pytest_cache .mypy_cache .ruff_cache

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _register_all()
     try:
-        app(args=argv, standalone_mode=False)
+        # In non-standalone mode a command's typer.Exit(code) comes back as the return value.
+        code = app(args=argv, standalone_mode=False)
     except EdgerainError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         typer.echo(f"error: {message}", err=True)
         return 2
-    return 0
+    return int(code or 0)
 
 
 def entry() -> None:
