@@ -7,7 +7,7 @@ STAMP := $(VENV)/.stamp-install
 PYTEST_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test lint typecheck pytest cpp bench-quant clean
+.PHONY: install demo test lint typecheck pytest cpp bench-quant train-default clean
 
 install: $(STAMP)
 
@@ -43,6 +43,10 @@ cpp: install
 # CPU INT8 vs FP32 benchmark (minutes; writes bench/results/quant_cpu.json). Not part of `make test`.
 bench-quant: install
 	nice -n 15 $(BIN)/python bench/quant.py
+
+# Re-train the bundled default network from its recipe (about an hour on a CPU; see MODEL_CARD.md).
+train-default: install
+	RUN=runs/default bash scripts/train_default.sh
 
 clean:
 	rm -rf build out .pytest_cache .mypy_cache .ruff_cache
