@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from edgerain.models.base import DerainModel, pad_to_multiple
 from edgerain.models.clip_rpn import ClipRPN
 from edgerain.models.clip_weather import ClipWeather
+from edgerain.models.graphs import ExpertGraph, MainGraph, PriorGraph, RouterGraph
 from edgerain.utils import atomic_path
 
 DEFAULT_OPSET = 17  # per-channel QuantizeLinear needs >= 13
@@ -159,43 +160,6 @@ def onnx_parity(
 # The deployed graphs of each network (bundle naming: docs/bundle-format.md)
 
 
-class _Router(nn.Module):
-    def __init__(self, model: ClipRPN) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: Tensor) -> Tensor:
-        return self.model.router(image)
-
-
-class _Expert(nn.Module):
-    def __init__(self, model: ClipRPN, index: int) -> None:
-        super().__init__()
-        self.model = model
-        self.index = index
-
-    def forward(self, image: Tensor) -> Tensor:
-        return self.model.run_expert(self.index, image)
-
-
-class _Prior(nn.Module):
-    def __init__(self, model: DerainModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: Tensor) -> Tensor:
-        return self.model.global_context(image)
-
-
-class _Main(nn.Module):
-    def __init__(self, model: DerainModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.model.forward_padded(image, context)
-
-
 @dataclasses.dataclass
 class GraphSpec:
     """One graph to export: ``module(*example_inputs)`` with these names and dynamic axes."""
@@ -228,15 +192,15 @@ def deployment_graphs(
     hw = {"image": {2: "height", 3: "width"}}
     specs: list[GraphSpec] = []
     if isinstance(model, ClipRPN):
-        specs.append(GraphSpec("context", _Router(model), (image,), ("image",), ("scores",), hw))
+        specs.append(GraphSpec("context", RouterGraph(model), (image,), ("image",), ("scores",), hw))
         for i in range(len(model.experts)):
-            specs.append(GraphSpec(f"main_{i}", _Expert(model, i), (padded,), ("image",), ("output",)))
+            specs.append(GraphSpec(f"main_{i}", ExpertGraph(model, i), (padded,), ("image",), ("output",)))
     elif isinstance(model, ClipWeather):
-        prior = _Prior(model)
+        prior = PriorGraph(model)
         with torch.no_grad():
             tokens = prior(image)
         specs.append(GraphSpec("context", prior, (image,), ("image",), ("tokens",), hw))
-        specs.append(GraphSpec("main_0", _Main(model), (padded, tokens), ("image", "context"), ("output",)))
+        specs.append(GraphSpec("main_0", MainGraph(model), (padded, tokens), ("image", "context"), ("output",)))
     else:
-        specs.append(GraphSpec("main_0", _Main(model), (padded,), ("image",), ("output",)))
+        specs.append(GraphSpec("main_0", MainGraph(model), (padded,), ("image",), ("output",)))
     return specs

@@ -28,6 +28,7 @@ from edgerain.errors import EdgerainError
 from edgerain.models.base import DerainModel
 from edgerain.models.clip_rpn import ClipRPN
 from edgerain.models.clip_weather import ClipWeather
+from edgerain.models.graphs import ExpertGraph, MainGraph, PriorGraph, RouterGraph
 
 OPSET = 17
 EXPORTER = "torch.onnx legacy TorchScript exporter (dynamo=False)"
@@ -35,51 +36,6 @@ IMAGE = "image"
 OUTPUT = "output"
 # Graph-level ONNX names; the manifest lists them per graph.
 DYNAMIC_HW = {2: "height", 3: "width"}
-
-
-class RouterGraph(nn.Module):
-    """Whole (unpadded) image -> routing scores (1, K); resizes to the CLIP input size itself."""
-
-    def __init__(self, model: ClipRPN) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: Tensor) -> Tensor:
-        return self.model.router(image)
-
-
-class PriorGraph(nn.Module):
-    """Whole (unpadded) image -> CLIP weather-prior tokens (1, K+1, D)."""
-
-    def __init__(self, model: ClipWeather) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: Tensor) -> Tensor:
-        return self.model.global_context(image)
-
-
-class ExpertGraph(nn.Module):
-    """One CLIP-RPN expert on a padded image: input + residual."""
-
-    def __init__(self, model: ClipRPN, index: int) -> None:
-        super().__init__()
-        self.model = model
-        self.index = index
-
-    def forward(self, image: Tensor) -> Tensor:
-        return self.model.run_expert(self.index, image)
-
-
-class MainGraph(nn.Module):
-    """A single-path network (optionally fed a context tensor) on a padded image."""
-
-    def __init__(self, model: DerainModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.model.forward_padded(image, context)
 
 
 @dataclasses.dataclass
