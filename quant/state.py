@@ -23,14 +23,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from edgerain.errors import EdgerainError
 from edgerain.models.base import DerainModel
-from edgerain.utils import atomic_path
 
 FORMAT = "edgerain-quantized"
-FORMAT_VERSION = "1"
 
 
 def _encode(obj: Any) -> Any:
@@ -78,41 +76,21 @@ def save_quantized(
     import modelopt
     import modelopt.torch.opt as mto
 
-    from edgerain.models.registry import get_entry
+    from edgerain.models.checkpoint import write_model_file
 
-    if not model.registry_name:
-        raise EdgerainError("model has no registry name; build it with edgerain.models.build_model")
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "model": model.registry_name,
-        "family": get_entry(model.registry_name).family,
-        "config": json.dumps(model.config_dict()),
+    extra = {
         "modelopt_version": modelopt.__version__,
         "modelopt_state": json.dumps(_encode(mto.modelopt_state(model))),
         "folded_batchnorm": json.dumps(list(folded_batchnorm or [])),
         "provenance": json.dumps(provenance or {}),
     }
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
-    return path
+    return write_model_file(model, path, FORMAT, extra)
 
 
 def read_quantized_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    from safetensors import safe_open
+    from edgerain.models.checkpoint import read_model_file_metadata
 
-    path = Path(path)
-    if not path.is_file():
-        raise EdgerainError(f"quantized model {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise EdgerainError(f"{path} is not a readable safetensors file ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise EdgerainError(f"{path} is not an edgerain quantized model (format {meta.get('format')!r})")
+    meta = read_model_file_metadata(path, FORMAT, "quantized model")
     out: dict[str, Any] = dict(meta)
     for key in ("config", "provenance", "modelopt_state"):
         out[key] = json.loads(meta.get(key, "{}"))

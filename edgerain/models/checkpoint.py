@@ -21,19 +21,26 @@ from edgerain.models.registry import build_model, config_from_dict, get_entry
 from edgerain.utils import atomic_path
 
 FORMAT_VERSION = "1"
+CHECKPOINT_FORMAT = "edgerain-checkpoint"
 
 
-def save_checkpoint(model: DerainModel, path: str | os.PathLike[str], provenance: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` to ``path`` atomically. ``provenance`` (data, recipe, metrics...) is kept as JSON."""
+def write_model_file(
+    model: DerainModel, path: str | os.PathLike[str], file_format: str, extra: dict[str, str] | None = None
+) -> Path:
+    """Write ``model``'s tensors to safetensors atomically, with the network name and config as metadata.
+
+    ``file_format`` tags what the file is (a plain checkpoint, a quantized model, ...); ``extra``
+    adds string metadata (JSON-encoded by the caller).
+    """
     if not model.registry_name:
         raise EdgerainError("model has no registry name; build it with edgerain.models.build_model")
     meta = {
-        "format": "edgerain-checkpoint",
+        "format": file_format,
         "format_version": FORMAT_VERSION,
         "model": model.registry_name,
         "family": get_entry(model.registry_name).family,
         "config": json.dumps(model.config_dict()),
-        "provenance": json.dumps(provenance or {}),
+        **(extra or {}),
     }
     # Tied or shared tensors would make safetensors refuse; clone to contiguous storage.
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
@@ -43,22 +50,32 @@ def save_checkpoint(model: DerainModel, path: str | os.PathLike[str], provenance
     return path
 
 
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_model_file_metadata(path: str | os.PathLike[str], file_format: str, what: str) -> dict[str, str]:
+    """The raw metadata of a file written by :func:`write_model_file`, checked to be ``file_format``."""
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
-        raise EdgerainError(f"weights file {path} does not exist")
+        raise EdgerainError(f"{what} {path} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise EdgerainError(f"{path} is not a readable safetensors checkpoint ({exc})") from None
-    if meta.get("format") != "edgerain-checkpoint":
-        raise EdgerainError(f"{path} is a safetensors file but not an edgerain checkpoint")
-    out: dict[str, Any] = dict(meta)
-    out["config"] = json.loads(meta["config"])
-    out["provenance"] = json.loads(meta.get("provenance", "{}"))
+        raise EdgerainError(f"{path} is not a readable safetensors {what} ({exc})") from None
+    if meta.get("format") != file_format:
+        raise EdgerainError(f"{path} is a safetensors file but not an edgerain {what} (format {meta.get('format')!r})")
+    return dict(meta)
+
+
+def save_checkpoint(model: DerainModel, path: str | os.PathLike[str], provenance: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically. ``provenance`` (data, recipe, metrics...) is kept as JSON."""
+    return write_model_file(model, path, CHECKPOINT_FORMAT, {"provenance": json.dumps(provenance or {})})
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    out: dict[str, Any] = read_model_file_metadata(path, CHECKPOINT_FORMAT, "checkpoint")
+    out["config"] = json.loads(out["config"])
+    out["provenance"] = json.loads(out.get("provenance", "{}"))
     return out
 
 
