@@ -12,23 +12,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from testutil import write_png
 
 from edgerain.cli import main
-
-
-def write_png(path: Path, array: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # See tests/cli/test_eval_cli.py: one intra-op thread is ~100x faster on the shared 2 cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _assert_clean_failure(capsys, argv: list[str], out: Path, expect: str) -> None:

@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
-from PIL import Image
+from testutil import write_png
 
 from edgerain.cli import main
 from edgerain.data.io import load_image, load_image_tensor, quantize_8bit
 from edgerain.models.checkpoint import load_checkpoint, save_checkpoint
 from edgerain.models.inference import derain_tensor
-
-
-def write_png(path: Path, array: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # On the 2 shared CPU cores, torch's intra-op threads spin against each other: a tiny network
-    # runs ~100x slower with 2 threads than with 1 under load (0.025 s vs 2.5 s per 40x56 image).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -6,22 +6,11 @@ import csv
 import json
 
 import pytest
-import torch
 
 from edgerain.cli import main
 from edgerain.data.io import load_image
 from edgerain.data.pairs import find_pairs
 from edgerain.eval.metrics import psnr, ssim
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # On the 2 shared CPU cores, torch's intra-op threads spin against each other: a tiny network
-    # runs ~100x slower with 2 threads than with 1 under load (0.025 s vs 2.5 s per 40x56 image).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _read(out):

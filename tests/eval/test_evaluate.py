@@ -17,16 +17,6 @@ from edgerain.eval.metrics import psnr, ssim
 from edgerain.models.base import DerainModel
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # On the 2 shared CPU cores, torch's intra-op threads spin against each other: a tiny network
-    # runs ~100x slower with 2 threads than with 1 under load (0.025 s vs 2.5 s per 40x56 image).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Identity(DerainModel):
     """Returns its input: its scores must be the rainy input's own."""
 

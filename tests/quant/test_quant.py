@@ -33,15 +33,6 @@ from edgerain.quant.gate import EvalRun, compare, load_eval_pairs, run_eval
 from edgerain.quant.sensitivity import exclude_until_gate, layer_sensitivity
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # One intra-op thread: on the shared 2-core machine two threads are ~25x slower under load.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(name: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     with warnings.catch_warnings():
