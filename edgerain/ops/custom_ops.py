@@ -3,7 +3,7 @@
 ``edgerain::mgca_window_attention(q, k, v, mask, window, shift, backend)`` and
 ``edgerain::updw(x, dw_weight, dw_bias, ln_weight, ln_bias, pw_weight, pw_bias, backend)`` run the
 backend named (or, for ``auto``, the one :func:`edgerain.ops.dispatch.choose` picks when the op
-runs: that is how a compiled graph dispatches), with CPU and CUDA kernels registered side by side
+runs: that is how a compiled graph dispatches), with one kernel registered for CPU and CUDA (the backend choice is per device)
 and fake implementations for torch.compile / torch.export (shapes only). The kernels are
 forward-only: the registered backward recomputes the PyTorch reference and differentiates it.
 """
@@ -25,15 +25,11 @@ def _run(op: str, backend: str, args: tuple) -> Tensor:
     return BACKENDS[name].run(op, args)  # type: ignore[union-attr]
 
 
-@torch.library.custom_op("edgerain::mgca_window_attention", mutates_args=(), device_types="cpu")
+# One kernel body serves CPU and CUDA: the device-specific choice is made by `choose`.
+@torch.library.custom_op("edgerain::mgca_window_attention", mutates_args=(), device_types=("cpu", "cuda"))
 def mgca_window_attention_op(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int, shift: int, backend: str
 ) -> Tensor:
-    return _run("mgca_window_attention", backend, (q, k, v, mask, window, shift))
-
-
-@mgca_window_attention_op.register_kernel("cuda")
-def _mgca_cuda(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int, shift: int, backend: str) -> Tensor:
     return _run("mgca_window_attention", backend, (q, k, v, mask, window, shift))
 
 
@@ -54,22 +50,8 @@ def _mgca_backward(ctx, grad: Tensor):  # type: ignore[no-untyped-def]
     return (*grads, None, None, None)
 
 
-@torch.library.custom_op("edgerain::updw", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("edgerain::updw", mutates_args=(), device_types=("cpu", "cuda"))
 def updw_op(
-    x: Tensor,
-    dw_weight: Tensor,
-    dw_bias: Tensor,
-    ln_weight: Tensor,
-    ln_bias: Tensor,
-    pw_weight: Tensor,
-    pw_bias: Tensor,
-    backend: str,
-) -> Tensor:
-    return _run("updw", backend, (x, dw_weight, dw_bias, ln_weight, ln_bias, pw_weight, pw_bias))
-
-
-@updw_op.register_kernel("cuda")
-def _updw_cuda(
     x: Tensor,
     dw_weight: Tensor,
     dw_bias: Tensor,
