@@ -27,11 +27,15 @@ def synth(
             help="Training data root (clean sets + streaks_Garg06); default $EDGERAIN_TRAIN_DATA or ../shared/data/train."
         ),
     ] = None,
+    procedural_rain: Annotated[
+        float,
+        typer.Option(help="Fraction of pairs with procedural (motion-blurred drop) streaks instead of Garg-Nayar."),
+    ] = 0.0,
 ) -> None:
-    """Synthesise labelled rainy/clean pairs from clean photos and real Garg-Nayar rain-streak layers."""
+    """Synthesise labelled rainy/clean pairs from clean photos and real Garg-Nayar (or procedural) rain streaks."""
     from edgerain.data.streaks import write_pair_folder
 
-    path = write_pair_folder(out, count, seed, size, train_root, rain_class)
+    path = write_pair_folder(out, count, seed, size, train_root, rain_class, procedural=procedural_rain)
     typer.echo(f"wrote {count} pairs to {path} (labels in labels.csv / labels.json)")
 
 
@@ -74,6 +78,14 @@ def train(
         int | None, typer.Option(help="Stop after this step (checkpointed); the schedule still spans --iters.")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="Start from this checkpoint's weights (same --model) with a fresh optimiser and schedule."),
+    ] = None,
+    procedural_rain: Annotated[
+        float,
+        typer.Option(help="--data synth: fraction of pairs with procedural streaks instead of Garg-Nayar layers."),
+    ] = 0.0,
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for torch; 1 is fastest on a shared, busy CPU.")
     ] = None,
@@ -107,6 +119,8 @@ def train(
         shared_warmup=shared_warmup,
         calibrate_per_class=calibrate_per_class,
         resume=resume,
+        init=str(init) if init is not None else None,
+        procedural_rain=procedural_rain,
         time_budget_minutes=time_budget_minutes,
         stop_after=stop_after,
         threads=threads,

@@ -8,6 +8,13 @@ samples of one stream. Each pair carries the rain pattern the synthesiser drew: 
 Composition is additive (as in Rain100L/H, whose rain never darkens a pixel): the streak layers
 (grayscale, on black) are resized, rotated, cropped, scaled in intensity and summed; heavy rain also
 gets an atmospheric veil, ``clean * (1 - a) + a * A``, before the streaks are added.
+
+A fraction of the pairs (``procedural``) draws its streaks procedurally instead (random drops smeared
+by a motion blur, :mod:`edgerain.data.synth`): the way the Photoshop-rendered rain of Rain100L/H was
+made (Yang et al., CVPR 2017). The photographed Garg-Nayar streaks are thinner, dimmer and more varied
+in angle than that rain; a network trained on them alone learns too little of the long, bright,
+near-uniform streaks of the synthetic benchmarks, and one trained on procedural rain alone too little
+of real rain. Mixing the two covers both.
 """
 
 from __future__ import annotations
@@ -62,11 +69,34 @@ CLASS_RANGES: dict[str, ClassRanges] = {
 
 
 @dataclasses.dataclass(frozen=True)
+class ProceduralRanges:
+    """What one density class draws for procedural streaks (see :class:`edgerain.data.synth.RainParams`)."""
+
+    layers: tuple[int, int]  # inclusive range; each layer at the shared angle +- a few degrees
+    density: tuple[float, float]
+    length: tuple[float, float]
+    width: tuple[float, float]
+    intensity: tuple[float, float]
+
+
+# Same mean-added-rain targets as CLASS_RANGES (light 0.006-0.035 per pixel, heavy 0.1-0.3).
+PROCEDURAL_RANGES: dict[str, ProceduralRanges] = {
+    "light": ProceduralRanges(layers=(1, 1), density=(0.0006, 0.0025), length=(10, 45), width=(0.3, 0.8),
+                              intensity=(0.25, 0.8)),
+    "moderate": ProceduralRanges(layers=(1, 2), density=(0.0008, 0.002), length=(15, 45), width=(0.4, 0.9),
+                                 intensity=(0.35, 0.85)),
+    "heavy": ProceduralRanges(layers=(2, 3), density=(0.001, 0.0022), length=(20, 55), width=(0.5, 1.0),
+                              intensity=(0.4, 0.85)),
+}  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
 class RainPattern:
     """What was drawn for one pair (written to labels.csv / labels.json)."""
 
     rain_class: str
     label: int  # index into RAIN_CLASSES: the router / expert label
+    source: str  # "garg" (photographed streak layers) or "procedural" (motion-blurred drops)
     angle: float  # degrees, positive = streaks lean right (clockwise from vertical)
     orientation: str
     layers: tuple[str, ...]
@@ -119,7 +149,15 @@ def _load_rgb(path: str) -> np.ndarray:
 class RainSynthesizer:
     """Draws deterministic rainy/clean pairs from the clean sets and the Garg streak layers under ``root``."""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, clean_sets: tuple[str, ...] = CLEAN_SETS) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        clean_sets: tuple[str, ...] = CLEAN_SETS,
+        procedural: float = 0.0,
+    ) -> None:
+        if not 0.0 <= procedural <= 1.0:
+            raise EdgerainError(f"the procedural-rain fraction must be in [0, 1], got {procedural}")
+        self.procedural = procedural
         self.root = Path(root) if root is not None else default_train_root()
         for name in clean_sets:
             if name in EVALUATION_ONLY or name not in CLEAN_SETS:
@@ -138,7 +176,12 @@ class RainSynthesizer:
             )
 
     def describe(self) -> dict[str, Any]:
-        return {"root": str(self.root), "clean_images": len(self.clean), "streak_layers": len(self.streaks)}
+        return {
+            "root": str(self.root),
+            "clean_images": len(self.clean),
+            "streak_layers": len(self.streaks),
+            "procedural_fraction": self.procedural,
+        }
 
     def pair(
         self, seed: int, index: int, size: int, rain_class: str | None = None
@@ -157,23 +200,30 @@ class RainSynthesizer:
         """Composite rain of ``rain_class`` onto ``clean`` (H, W, 3) float32 in [0, 1]."""
         if rain_class not in CLASS_RANGES:
             raise EdgerainError(f"unknown rain class '{rain_class}' (one of {', '.join(RAIN_CLASSES)})")
+        # Drawn only when mixing, so that procedural=0 reproduces the streams of earlier versions.
+        procedural = self.procedural > 0 and bool(rng.random() < self.procedural)
         r = CLASS_RANGES[rain_class]
         h, w = clean.shape[:2]
-        n_layers = int(rng.integers(r.layers[0], r.layers[1] + 1))
-        angle = float(rng.uniform(-30.0, 30.0))
-        intensity = float(rng.uniform(*r.intensity))
-        scale = float(rng.uniform(*r.scale))
-        veil = float(rng.uniform(*r.veil)) if r.veil[1] > 0 else 0.0
-        streak = np.zeros((h, w), np.float32)
-        names = []
-        for _ in range(n_layers):
-            path = self.streaks[int(rng.integers(len(self.streaks)))]
-            names.append(path.name)
-            # Layers of one image share a direction up to a few degrees, like wind-driven rain.
-            layer_angle = angle + float(rng.uniform(-4.0, 4.0))
-            layer_scale = scale * float(rng.uniform(0.85, 1.15))
-            streak += _streak_patch(_load_gray(str(path)), h, w, layer_angle, layer_scale, rng)
-        streak *= intensity
+        if procedural:
+            angle = float(rng.uniform(-30.0, 30.0))
+            veil = float(rng.uniform(*r.veil)) if r.veil[1] > 0 else 0.0
+            streak, names, intensity, scale = _procedural_streaks(h, w, rain_class, angle, rng)
+        else:  # (the draw order of earlier versions, which keeps their streams reproducible)
+            n_layers = int(rng.integers(r.layers[0], r.layers[1] + 1))
+            angle = float(rng.uniform(-30.0, 30.0))
+            intensity = float(rng.uniform(*r.intensity))
+            scale = float(rng.uniform(*r.scale))
+            veil = float(rng.uniform(*r.veil)) if r.veil[1] > 0 else 0.0
+            streak = np.zeros((h, w), np.float32)
+            names = []
+            for _ in range(n_layers):
+                path = self.streaks[int(rng.integers(len(self.streaks)))]
+                names.append(path.name)
+                # Layers of one image share a direction up to a few degrees, like wind-driven rain.
+                layer_angle = angle + float(rng.uniform(-4.0, 4.0))
+                layer_scale = scale * float(rng.uniform(0.85, 1.15))
+                streak += _streak_patch(_load_gray(str(path)), h, w, layer_angle, layer_scale, rng)
+            streak *= intensity
         base = clean
         if veil > 0:
             airlight = float(rng.uniform(0.7, 0.95))
@@ -182,6 +232,7 @@ class RainSynthesizer:
         pattern = RainPattern(
             rain_class=rain_class,
             label=RAIN_CLASSES.index(rain_class),
+            source="procedural" if procedural else "garg",
             angle=round(angle, 3),
             orientation=orientation_of(angle),
             layers=tuple(names),
@@ -192,6 +243,33 @@ class RainSynthesizer:
             mean_rain=round(float((rainy - clean).mean()), 5),
         )
         return rainy, pattern
+
+
+def _procedural_streaks(
+    h: int, w: int, rain_class: str, angle: float, rng: np.random.Generator
+) -> tuple[np.ndarray, list[str], float, float]:
+    """Summed procedural streak layers (H, W) for ``rain_class``; also their names, mean intensity and
+    mean length (reported as the pattern's intensity and scale)."""
+    from edgerain.data.synth import RainParams, rain_layer
+
+    r = PROCEDURAL_RANGES[rain_class]
+    n_layers = int(rng.integers(r.layers[0], r.layers[1] + 1))
+    streak = np.zeros((h, w), np.float32)
+    intensities, lengths = [], []
+    for _ in range(n_layers):
+        params = RainParams(
+            density=float(rng.uniform(*r.density)),
+            length=float(rng.uniform(*r.length)),
+            angle=angle + float(rng.uniform(-4.0, 4.0)),
+            width=float(rng.uniform(*r.width)),
+            intensity=float(rng.uniform(*r.intensity)),
+            blend="additive",
+        )
+        streak += rain_layer(h, w, params, rng)
+        intensities.append(params.intensity)
+        lengths.append(params.length)
+    names = [f"procedural{i}" for i in range(n_layers)]
+    return streak, names, float(np.mean(intensities)), float(np.mean(lengths))
 
 
 def _crop_clean(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -246,6 +324,7 @@ def write_pair_folder(
     root: str | os.PathLike[str] | None = None,
     rain_class: str | None = None,
     progress: bool = True,
+    procedural: float = 0.0,
 ) -> Path:
     """Write ``count`` pairs as OUT/rain/NNNN.png, OUT/norain/NNNN.png, labels.csv and labels.json.
 
@@ -267,7 +346,7 @@ def write_pair_folder(
         raise EdgerainError(f"unknown rain class '{rain_class}' (one of {', '.join(RAIN_CLASSES)})")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EdgerainError(f"{out} already exists and is not an empty folder")
-    synth = RainSynthesizer(root)
+    synth = RainSynthesizer(root, procedural=procedural)
     width = max(4, len(str(count)))
     records = []
     with atomic_path(out) as tmp:
@@ -288,13 +367,14 @@ def write_pair_folder(
             writer.writeheader()
             writer.writerows(records)
         meta = {
-            "generator": "edgerain synth (Garg-Nayar streak layers on clean photos)",
+            "generator": "edgerain synth (Garg-Nayar streak layers or procedural streaks on clean photos)",
             "seed": seed,
             "size": size,
             "count": count,
             "rain_class": rain_class,
             "classes": list(RAIN_CLASSES),
             "class_ranges": {k: dataclasses.asdict(v) for k, v in CLASS_RANGES.items()},
+            "procedural_ranges": {k: dataclasses.asdict(v) for k, v in PROCEDURAL_RANGES.items()},
             "source": synth.describe(),
             "pairs": records,
         }

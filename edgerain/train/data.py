@@ -40,7 +40,10 @@ class SynthSource:
         self.seed = seed
 
     def describe(self) -> dict[str, object]:
-        return {"kind": "synthetic (Garg-Nayar streaks on clean photos)", "seed": self.seed, **self.synth.describe()}
+        kind = "synthetic (Garg-Nayar and procedural streaks on clean photos)"
+        if self.synth.procedural == 0:
+            kind = "synthetic (Garg-Nayar streaks on clean photos)"
+        return {"kind": kind, "seed": self.seed, **self.synth.describe()}
 
     def sample(self, index: int, patch: int) -> tuple[np.ndarray, np.ndarray, int]:
         rainy, clean, pattern = self.synth.pair(self.seed, index, patch)
@@ -92,11 +95,12 @@ class PairFolderSource:
         return np.ascontiguousarray(rc), np.ascontiguousarray(cc), self.labels[i]
 
 
-def open_source(spec: str, seed: int) -> TrainSource:
-    """``synth`` (default training root), ``synth:ROOT`` or a folder of rain/norain pairs."""
+def open_source(spec: str, seed: int, procedural: float = 0.0) -> TrainSource:
+    """``synth`` (default training root), ``synth:ROOT`` or a folder of rain/norain pairs; ``procedural``
+    is the fraction of synthetic pairs with procedural instead of Garg-Nayar streaks."""
     if spec == SYNTH_PREFIX or spec.startswith(SYNTH_PREFIX + ":"):
         root = spec.partition(":")[2] or None
-        return SynthSource(RainSynthesizer(root), seed)
+        return SynthSource(RainSynthesizer(root, procedural=procedural), seed)
     path = Path(spec)
     if not path.is_dir():
         raise EdgerainError(f"--data '{spec}' is neither 'synth', 'synth:ROOT' nor a folder of pairs")

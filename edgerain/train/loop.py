@@ -70,6 +70,10 @@ class TrainConfig:
     # CLIP-RPN without pretrained CLIP: synthetic images per class used to fit the prompt embeddings.
     calibrate_per_class: int = 200
     resume: bool = False
+    # Warm start: the weights of this checkpoint (same model), with a fresh optimiser and schedule.
+    init: str | None = None
+    # Fraction of synthetic pairs whose streaks are procedural rather than Garg-Nayar layers.
+    procedural_rain: float = 0.0
     # Wall-clock budget: the schedule follows elapsed time when it binds before ``iters`` (CPU runs
     # on shared machines, whose speed is unknown in advance); the run stops when it is spent.
     time_budget_minutes: float | None = None
@@ -347,6 +351,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if not cfg.resume and (out / LOG).exists():
         raise EdgerainError(f"{out} already holds a training run: pass --resume or choose another --out")
     resume = cfg.resume
+    if resume and cfg.init:
+        raise EdgerainError("--init starts a new run from a checkpoint; --resume continues one: pass one of them")
+    if cfg.init and not Path(cfg.init).is_file():
+        raise EdgerainError(f"--init {cfg.init}: no such checkpoint file")
 
     if cfg.threads is not None:
         if cfg.threads < 1:
@@ -357,7 +365,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             raise EdgerainError(f"--batch {cfg.batch} must be divisible by the {world} processes")
         per_rank = cfg.batch // world
         torch.manual_seed(cfg.seed + rank)
-        source = open_source(cfg.data, cfg.seed)
+        source = open_source(cfg.data, cfg.seed, cfg.procedural_rain)
         val_sets = [ValidationSet(v, cfg.val_max_pairs) for v in cfg.val] if rank == 0 else []
 
         extra: dict[str, Any] = {}
@@ -370,7 +378,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 prov = getattr(model, "provenance", {})
                 if prov.get("recipe", {}).get("model") != cfg.model:
                     raise EdgerainError(f"{ckpt_path} was trained as '{prov.get('recipe', {}).get('model')}'")
-                extra = {k: prov[k] for k in ("router", "shared_expert_copied") if k in prov}
+                extra = {k: prov[k] for k in ("router", "shared_expert_copied", "init_from") if k in prov}
+            elif cfg.init:
+                model = load_checkpoint(cfg.init, expect_model=cfg.model)
+                extra["init_from"] = _init_record(Path(cfg.init), getattr(model, "provenance", {}))
             else:
                 model = build_model(cfg.model, pretrained=cfg.clip_weights, quiet_clip=True)
         model.to(device)
@@ -515,6 +526,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         return summary
 
 
+def _init_record(path: Path, prov: dict[str, Any]) -> dict[str, Any]:
+    """What a warm-started run started from: the file's hash and the recipe that made it."""
+    import hashlib
+
+    return {
+        "file": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "step": prov.get("step"),
+        "recipe": prov.get("recipe"),
+        "init_from": prov.get("init_from"),
+    }
+
+
 def _contrastive_features(clip_weights: str | None) -> nn.Module:
     from edgerain.models.clip import FrozenCLIPImage, clip_image_size, create_clip
 
@@ -554,9 +578,9 @@ def plot_curves(log_path: Path, png: Path) -> None:
         smooth = [sum(loss[max(0, i - k) : i + 1]) / len(loss[max(0, i - k) : i + 1]) for i in range(len(loss))]
         axes[0].plot(steps, smooth, label="loss (smoothed)")
         axes[0].set_yscale("log")
+        axes[0].legend()
     axes[0].set_xlabel("step")
     axes[0].set_title("training loss")
-    axes[0].legend()
     names = sorted({n for r in val for n in r["val_psnr_y"]})
     for n in names:
         pts = [(r["step"], r["val_psnr_y"][n]) for r in val if n in r["val_psnr_y"]]

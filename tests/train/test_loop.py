@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from edgerain.cli import main
+from edgerain.errors import EdgerainError
 from edgerain.models.checkpoint import load_checkpoint, read_metadata, state_dicts_equal
 from edgerain.train.data import make_batch, open_source
 from edgerain.train.loop import (
@@ -173,3 +174,26 @@ def test_train_command_errors(train_root: Path, tmp_path: Path, capsys) -> None:
     )
     assert main([*base, "--patch", "16", "--out", str(tmp_path / "e"), "--no-progress"]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_init_warm_starts_from_a_checkpoint(train_root: Path, tmp_path: Path) -> None:
+    train(_cfg(train_root, tmp_path / "first", iters=2, shared_warmup=0.0))
+    first = tmp_path / "first" / "last.safetensors"
+    # iters=0 steps is refused, so stop before the first step: the weights must be the init's.
+    train(_cfg(train_root, tmp_path / "warm", iters=3, shared_warmup=0.0, init=str(first), stop_after=0))
+    warm = load_checkpoint(tmp_path / "warm" / "last.safetensors")
+    # Everything but the router prompts (recalibrated on the new run's stream) is the init's.
+    sa, sb = load_checkpoint(first).state_dict(), warm.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if "prompt_embeddings" not in k)
+    prov = warm.provenance  # type: ignore[attr-defined]
+    assert prov["init_from"]["file"] == "last.safetensors" and len(prov["init_from"]["sha256"]) == 64
+    assert prov["init_from"]["step"] == 2 and prov["step"] == 0
+    # The run goes on with a fresh schedule and the mixed synthetic stream.
+    train(_cfg(train_root, tmp_path / "mix", iters=2, shared_warmup=0.0, init=str(first), procedural_rain=0.5))
+    mix = read_metadata(tmp_path / "mix" / "last.safetensors")["provenance"]
+    assert mix["step"] == 2 and mix["data"]["procedural_fraction"] == 0.5
+    with pytest.raises(EdgerainError, match="--init"):
+        train(_cfg(train_root, tmp_path / "mix", init=str(first), resume=True))
+    with pytest.raises(EdgerainError, match="no such checkpoint"):
+        train(_cfg(train_root, tmp_path / "x", init=str(tmp_path / "missing.safetensors")))

@@ -112,3 +112,44 @@ def test_open_source_specs(train_root: Path, tmp_path: Path) -> None:
     assert r.shape == (24, 24, 3) and label in (0, 1, 2)
     with pytest.raises(EdgerainError):
         open_source(str(tmp_path / "missing"), seed=0)
+
+
+def test_procedural_fraction_mixes_the_streak_sources(train_root: Path) -> None:
+    mixed = RainSynthesizer(train_root, procedural=0.5)
+    sources = [mixed.pair(0, i, 40)[2].source for i in range(40)]
+    assert 8 <= sources.count("procedural") <= 32 and set(sources) == {"garg", "procedural"}
+    assert {RainSynthesizer(train_root, procedural=1.0).pair(0, i, 40)[2].source for i in range(6)} == {"procedural"}
+    _, _, pattern = RainSynthesizer(train_root, procedural=0.0).pair(3, 7, 48)
+    assert pattern.source == "garg" and pattern.layers[0].endswith(".png")
+    with pytest.raises(EdgerainError, match="procedural-rain fraction"):
+        RainSynthesizer(train_root, procedural=1.5)
+
+
+@pytest.mark.parametrize("cls", RAIN_CLASSES)
+def test_procedural_rain_is_additive_labelled_and_deterministic(train_root: Path, cls: str) -> None:
+    synth = RainSynthesizer(train_root, procedural=1.0)
+    for i in range(3):
+        rainy, clean, pattern = synth.pair(2, i, 96, rain_class=cls)
+        again, _, _ = synth.pair(2, i, 96, rain_class=cls)
+        np.testing.assert_array_equal(rainy, again)
+        assert pattern.rain_class == cls and pattern.source == "procedural"
+        assert pattern.mean_rain == pytest.approx(float((rainy - clean).mean()), abs=1e-4)
+        if pattern.veil == 0:
+            assert (rainy >= clean - 1e-6).all() and pattern.mean_rain > 0
+
+
+def test_procedural_heavier_classes_add_more_rain(train_root: Path) -> None:
+    synth = RainSynthesizer(train_root, procedural=1.0)
+    means = {c: np.mean([synth.pair(1, i, 64, rain_class=c)[2].mean_rain for i in range(8)]) for c in RAIN_CLASSES}
+    assert means["light"] < means["moderate"] < means["heavy"]
+
+
+def test_synth_command_procedural_fraction(train_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mixed"
+    args = ["synth", "--out", str(out), "--count", "6", "--size", "24", "--train-root", str(train_root)]
+    assert main([*args, "--procedural-rain", "1"]) == 0
+    with open(out / "labels.csv", newline="") as f:
+        assert {r["source"] for r in csv.DictReader(f)} == {"procedural"}
+    assert json.loads((out / "labels.json").read_text())["procedural_ranges"]["light"]["layers"] == [1, 1]
+    assert main([*args[:2], str(tmp_path / "bad"), *args[3:], "--procedural-rain", "-0.1"]) == 2
+    assert not (tmp_path / "bad").exists()
