@@ -1,8 +1,9 @@
 """Build script: package layout and the optional C++/CUDA extension (edgerain._C).
 
-The top-level folders ``triton_kernels/`` and ``quant/`` install as ``edgerain.triton_kernels`` and
-``edgerain.quant`` so that no import path clashes with other distributions (PyPI has a
-``triton_kernels`` of its own).
+The top-level folders ``triton_kernels/``, ``quant/`` and ``targets/`` install as
+``edgerain.triton_kernels``, ``edgerain.quant`` and ``edgerain.builtin_targets`` so that no import
+path clashes with other distributions (PyPI has a ``triton_kernels`` of its own) and the built-in
+target profiles travel inside wheels, not only in a checkout.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ PACKAGE_DIR = {
     "edgerain": "edgerain",
     "edgerain.triton_kernels": "triton_kernels",
     "edgerain.quant": "quant",
+    "edgerain.builtin_targets": "targets",
 }
 
 

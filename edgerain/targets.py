@@ -23,7 +23,18 @@ from typing import Any
 
 from edgerain.errors import EdgerainError
 
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "targets"
+def _builtin_dir() -> Path:
+    """The built-in profiles: the installed ``edgerain.builtin_targets`` package (``targets/`` of the
+    checkout in an editable install)."""
+    from importlib.util import find_spec
+
+    spec = find_spec("edgerain.builtin_targets")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / "targets"  # a source tree on sys.path, not installed
+
+
+BUILTIN_DIR = _builtin_dir()
 ENV_DIRS = "EDGERAIN_TARGETS_DIR"
 KINDS = ("jetson", "gpu", "cpu")
 PRECISIONS = ("fp32", "fp16", "int8")
