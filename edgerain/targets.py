@@ -23,6 +23,7 @@ from typing import Any
 
 from edgerain.errors import EdgerainError
 
+
 def _builtin_dir() -> Path:
     """The built-in profiles: the installed ``edgerain.builtin_targets`` package (``targets/`` of the
     checkout in an editable install)."""
