@@ -534,6 +534,8 @@ def _init_record(path: Path, prov: dict[str, Any]) -> dict[str, Any]:
         "file": path.name,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "step": prov.get("step"),
+        "elapsed_s": prov.get("elapsed_s"),
+        "shared_expert_copied": prov.get("shared_expert_copied"),
         "recipe": prov.get("recipe"),
         "init_from": prov.get("init_from"),
     }

@@ -34,3 +34,42 @@ def test_model_card_carries_the_measured_numbers() -> None:
     assert "**no**" in card and "2400 steps" in card and "median 4.20 s" in card
     assert "expert 0 x30, expert 2 x15" in card and "`abc123`" in card
     assert "research-use" in card
+
+
+def test_model_card_lists_every_stage_of_a_warm_started_run() -> None:
+    stage1 = {
+        "file": "default.safetensors",
+        "step": 4312,
+        "elapsed_s": 3600,
+        "shared_expert_copied": 2512,
+        "recipe": {"batch": 4, "patch": 64, "lr": 0.001, "shared_warmup": 0.7, "procedural_rain": 0.0},
+    }
+    report = {
+        "model": "clip-rpn-edge",
+        "params": 5_076_950,
+        "bytes": 20_429_016,
+        "git_commit": "def456",
+        "provenance": {
+            "clip_pretrained": False,
+            "step": 9000,
+            "elapsed_s": 7380,
+            "init_from": stage1,
+            "recipe": {"batch": 4, "patch": 96, "lr": 0.0005, "shared_warmup": 0.0, "procedural_rain": 0.5},
+            "router": {"method": "fit"},
+        },
+        "evaluation": {
+            "rain100l": {
+                "pairs": 45,
+                "model": {"psnr_y": 38.0, "ssim_y": 0.981},
+                "rainy_input": {"psnr_y": 26.44, "ssim_y": 0.84},
+            }
+        },
+        "cpu_latency_480x320": [{"threads": 1, "median_s": 1.0, "min_s": 0.9, "load_average_1min": 1.0}],
+    }
+    card = model_card(report)
+    assert "in 2 stage(s)" in card
+    assert "stage 1: " in card and "4312 steps" in card and "60 min" in card and "until step 2512" in card
+    assert "stage 2 (warm start" in card and "9000 steps" in card and "123 min" in card
+    assert "--patch 96" in card and "--procedural-rain 0.5" in card
+    # Above PReNet, the card does not claim a gap.
+    assert "gap to PReNet" not in card
