@@ -26,6 +26,9 @@ class ClipRPNConfig:
     prompts: tuple[str, ...] = DEFAULT_PROMPTS
     routing: str = "hard"  # "hard": top-1 expert; "soft": score-weighted mixture of all experts
     temperature: float = 100.0  # tau in softmax(tau * e @ t^T); CLIP's logit scale
+    # "prompts": zero-shot scores against the prompt embeddings (pretrained CLIP); "linear": a linear
+    # head on the image embedding fitted on labelled rain (a CLIP without pretrained weights).
+    router_head: str = "prompts"
     expert: UNetConfig = dataclasses.field(default_factory=UNetConfig)
 
 
@@ -38,23 +41,46 @@ class Routing:
     weights: Tensor
 
 
-class ClipRouter(nn.Module):
-    """Scores an image against K cached prompt embeddings: softmax(tau * e @ t^T).
+ROUTER_HEADS = ("prompts", "linear")
 
-    The prompt embeddings are computed once from the CLIP text tower at build time and stored in
-    the checkpoint, so a deployed router carries only the image tower. Without pretrained CLIP
-    they can be fitted on labelled synthetic rain (``prompt_embeddings`` is a parameter that
-    training may unfreeze).
+
+class ClipRouter(nn.Module):
+    """Scores an image against K rain patterns from its CLIP image embedding ``e``.
+
+    ``head="prompts"``: softmax(tau * e @ t^T) against K cached prompt embeddings, computed once
+    from the CLIP text tower at build time and stored in the checkpoint, so a deployed router
+    carries only the image tower (zero-shot CLIP-RPN). ``head="linear"``: softmax(W e + b), a linear
+    head fitted on labelled synthetic rain (:func:`edgerain.train.loop.calibrate_router`), for a
+    CLIP without pretrained weights, whose embeddings carry no meaning the prompts could match.
     """
 
-    def __init__(self, image: FrozenCLIPImage, prompt_embeddings: Tensor, temperature: float) -> None:
+    def __init__(
+        self, image: FrozenCLIPImage, prompt_embeddings: Tensor, temperature: float, head: str = "prompts"
+    ) -> None:
         super().__init__()
+        if head not in ROUTER_HEADS:
+            raise ValueError(f"router_head must be one of {ROUTER_HEADS}, got {head!r}")
         self.image = image
         self.prompt_embeddings = nn.Parameter(prompt_embeddings.clone(), requires_grad=False)
         self.temperature = temperature
+        k, dim = prompt_embeddings.shape
+        self.head: nn.Linear | None = None
+        if head == "linear":
+            self.set_linear_head(torch.zeros(k, dim), torch.zeros(k))
+
+    def set_linear_head(self, weight: Tensor, bias: Tensor) -> None:
+        """Install (or replace) the fitted linear head: weight (K, E), bias (K,); frozen like the tower."""
+        head = nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            head.weight.copy_(weight)
+            head.bias.copy_(bias)
+        head.requires_grad_(False)
+        self.head = head.to(self.prompt_embeddings.device)
 
     def forward(self, x: Tensor) -> Tensor:
         e = self.image(x)
+        if self.head is not None:
+            return torch.softmax(self.head(e), dim=-1)
         t = F.normalize(self.prompt_embeddings, dim=-1)
         return torch.softmax(self.temperature * e @ t.t(), dim=-1)
 
@@ -69,7 +95,8 @@ class ClipRPN(DerainModel):
         self.config = cfg
         clip = create_clip(cfg.clip_model, pretrained, quiet=quiet_clip)
         prompts = encode_prompts(clip, cfg.clip_model, list(cfg.prompts))
-        self.router = ClipRouter(FrozenCLIPImage(clip.visual, clip_image_size(clip)), prompts, cfg.temperature)
+        image = FrozenCLIPImage(clip.visual, clip_image_size(clip))
+        self.router = ClipRouter(image, prompts, cfg.temperature, head=cfg.router_head)
         del clip  # the text tower is not deployed
         self.experts = nn.ModuleList(RestormerLiteUNet(cfg.expert) for _ in cfg.prompts)
         self.last_masks: list[Tensor] = []

@@ -228,12 +228,19 @@ def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> dict[str, Any]:
 # --- router calibration -------------------------------------------------------------------------
 
 
-def calibrate_router(model: Any, source: TrainSource, per_class: int, seed: int, steps: int = 1500) -> dict[str, Any]:
-    """Fit CLIP-RPN's prompt embeddings to synthetic rain-class labels (for a CLIP without pretrained weights).
+def calibrate_router(model: Any, source: TrainSource, per_class: int, seed: int, l2: float = 1e-3) -> dict[str, Any]:
+    """Fit a linear routing head for CLIP-RPN on synthetic rain-class labels (a CLIP without pretrained weights).
 
     The frozen image tower embeds ``per_class`` synthetic images of each class (the synthesiser
-    knows the class it drew); the K prompt embeddings are then fitted by softmax regression of
-    ``tau * e @ normalize(t)^T`` on the labels. A quarter of the images is held out to report accuracy.
+    knows the class it drew); a multinomial logistic regression on the standardised embeddings
+    (L-BFGS, L2 penalty ``l2``) is then folded into one linear layer, ``softmax(W e + b)``, and
+    installed as the router's head (``router_head="linear"``). A quarter of the images is held out
+    to report accuracy.
+
+    Why standardise: an untrained tower maps every image to nearly one direction (cosine ~0.9999),
+    so what separates the classes lives in small deviations whose scales differ by orders of
+    magnitude across dimensions; fitting raw embeddings (as zero-shot prompts would be) converges
+    to a far worse boundary.
     """
     from edgerain.data.streaks import RAIN_CLASSES
 
@@ -247,35 +254,39 @@ def calibrate_router(model: Any, source: TrainSource, per_class: int, seed: int,
             for i in range(per_class):
                 rainy, _, _ = synth.pair(seed + 7919, k * 1_000_000 + i, size, rain_class=cls)
                 x = torch.from_numpy(rainy).permute(2, 0, 1).unsqueeze(0)
-                feats.append(model.router.image(x))
+                feats.append(model.router.image(x).float())
                 labels.append(k)
-    e = torch.cat(feats)
+    e = torch.cat(feats).double()
     y = torch.tensor(labels)
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(y), generator=g)
     n_val = len(y) // 4
     val, tr = perm[:n_val], perm[n_val:]
-    t = nn.Parameter(model.router.prompt_embeddings.detach().clone())
-    # An untrained tower maps every image to nearly the same direction (cosine ~0.9999), so tau alone
-    # cannot make the fitted logits decisive; a free scale (used only while fitting) lets the
-    # regression reach its best decision boundary. Hard routing needs only the argmax.
-    log_scale = nn.Parameter(torch.zeros(()))
-    opt = torch.optim.Adam([t, log_scale], lr=0.01)
-    tau = model.router.temperature
-    for _ in range(steps):
-        logits = log_scale.exp() * tau * e[tr] @ F.normalize(t, dim=-1).t()
-        loss = F.cross_entropy(logits, y[tr])
+    mu, sd = e[tr].mean(0), e[tr].std(0) + 1e-12
+    z = (e - mu) / sd
+    w = torch.zeros(e.shape[1], len(RAIN_CLASSES), dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(len(RAIN_CLASSES), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
         opt.zero_grad()
+        loss = F.cross_entropy(z[tr] @ w + b, y[tr]) + l2 * (w**2).sum()
         loss.backward()
-        opt.step()
+        return loss
+
+    opt.step(closure)  # type: ignore[no-untyped-call]
     with torch.no_grad():
-        model.router.prompt_embeddings.copy_(F.normalize(t, dim=-1))
-        pred = (e @ model.router.prompt_embeddings.t()).argmax(-1)
+        weight = (w / sd[:, None]).t()  # (K, E): W z + b with z = (e - mu) / sd
+        bias = b - (mu / sd) @ w
+        model.router.set_linear_head(weight.float(), bias.float())
+        model.config.router_head = "linear"
+        pred = model.router.head(e.float()).argmax(-1)
         acc_tr = float((pred[tr] == y[tr]).float().mean())
         acc_val = float((pred[val] == y[val]).float().mean())
     return {
         "calibrated": True,
-        "method": "prompt embeddings fitted by softmax regression on frozen-CLIP embeddings of labelled synthetic rain",
+        "method": "linear head fitted by logistic regression on standardised frozen-CLIP embeddings of labelled "
+        "synthetic rain",
         "images_per_class": per_class,
         "image_size": size,
         "train_accuracy": round(acc_tr, 4),

@@ -205,3 +205,32 @@ def test_tracing_leaves_the_network_in_eval_mode(tiny_model_factory, tmp_path: P
     with G.exporting():
         quant.export_qdq_onnx(plan.module, plan.example_inputs(net, 32, 48), tmp_path / "g.onnx")
     assert not any(m.training for m in net.modules())
+
+
+def test_router_with_a_fitted_linear_head_exports_with_it(tiny_model_factory, tmp_path: Path) -> None:
+    import torch
+
+    from edgerain.models.checkpoint import save_checkpoint
+
+    model = tiny_model_factory("clip-rpn-tiny", seed=1).eval()
+    k, dim = model.router.prompt_embeddings.shape
+    g = torch.Generator().manual_seed(0)
+    model.router.set_linear_head(torch.randn(k, dim, generator=g) * 5, torch.randn(k, generator=g))
+    model.config.router_head = "linear"
+    weights = tmp_path / "linear.safetensors"
+    save_checkpoint(model, weights, {"router": {"calibrated": True}})
+    res = export_bundle(tmp_path / "b", "x86-cpu", model="clip-rpn-tiny", weights=weights, precision="fp32")
+    m = fmt.read_manifest(res.bundle)
+    assert m["parity"]["passed"]
+    x = np.random.default_rng(0).random((1, 3, 40, 56), dtype=np.float32)
+    scores = OrtBundle(res.bundle, m).run_context(x)
+    with torch.no_grad():
+        expected = model.router(torch.from_numpy(x)).numpy()
+        prompt_only = torch.softmax(
+            model.router.temperature
+            * model.router.image(torch.from_numpy(x))
+            @ torch.nn.functional.normalize(model.router.prompt_embeddings, dim=-1).t(),
+            dim=-1,
+        ).numpy()
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    assert not np.allclose(scores, prompt_only, atol=1e-3)  # the head, not the prompts, made the scores
