@@ -6,7 +6,7 @@
 #   stage 1: Garg-Nayar streak layers only; one shared expert for the first 70 % of the run, then
 #            each expert on its own rain class (60 min on the CPU).
 #   stage 2: warm start from stage 1 (--init), half of the pairs with procedural streaks
-#            (--procedural-rain 0.5), 96x96 crops, lower peak learning rate (123 min on the CPU).
+#            (--procedural-rain 0.5), lower peak learning rate, the router refitted as a linear head (123 min on the CPU).
 # CPU runs under `nice`, one thread each; both stages are resumable: run the script again with RESUME=1.
 #
 #   RUN=/path/to/run scripts/train_default.sh          # fresh run (RUN/stage1, RUN/stage2)
@@ -52,8 +52,8 @@ mode=$(stage_args "$RUN/stage2")
 if [[ $mode != skip ]]; then
   extra=(--init "$RUN/stage1/last.safetensors"); [[ $mode == --resume ]] && extra=(--resume)
   nice -n 10 "$EDGERAIN" train "${common[@]}" --out "$RUN/stage2" \
-    --iters 40000 --time-budget-minutes "$STAGE2_MIN" --patch 96 --lr 5e-4 --warmup-iters 100 \
-    --procedural-rain 0.5 --calibrate-per-class 100 \
+    --iters 40000 --time-budget-minutes "$STAGE2_MIN" --patch 64 --lr 5e-4 --warmup-iters 100 \
+    --procedural-rain 0.5 --calibrate-per-class 300 \
     --val "$RUN/val_mixed" --val-every 500 --log-every 20 --seed 1 "${extra[@]}"
   touch "$RUN/stage2/done"
 fi

@@ -122,8 +122,9 @@ def model_card(report: dict[str, Any]) -> str:
         "the CLIP tower is randomly initialised (seeded) and frozen.",
         f"- Router: {router.get('method', 'n/a')}; {router.get('images_per_class', '?')} images per class, "
         f"accuracy {router.get('train_accuracy', '?')} (fit) / {router.get('heldout_accuracy', '?')} (held out), "
-        "3 classes (chance 0.33). A random CLIP barely separates rain densities, so routing is weak; the experts "
-        "start from one shared expert (see recipe) so that misrouting costs little.",
+        "3 classes (chance 0.33). A random CLIP barely separates rain densities (and light and moderate rain "
+        "overlap by construction), so routing is imperfect; a misrouted image still goes to a complete "
+        "deraining network.",
         *_training_lines(report["model"], prov),
         f"- Data and terms: {DATA_TERMS}",
         "",
