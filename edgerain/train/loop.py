@@ -412,9 +412,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             else:
                 extra["router"] = {"calibrated": False, "method": "zero-shot CLIP text prompts"}
         if world > 1 and family == "clip-rpn":
-            # Rank 0 calibrated the router: every rank must route (and store) the same prompts.
+            # Rank 0 calibrated the router: every rank must hold the same router (DDP also checks
+            # that all ranks have the same parameters), so the others install its head and take
+            # its values.
             router: Any = model.router
+            has_head = torch.tensor([int(router.head is not None)], device=device)
+            dist.broadcast(has_head, src=0)
+            if int(has_head.item()) and router.head is None:
+                k, dim = router.prompt_embeddings.shape
+                router.set_linear_head(torch.zeros(k, dim), torch.zeros(k))
+                model.config.router_head = "linear"  # type: ignore[attr-defined]
             dist.broadcast(router.prompt_embeddings.data, src=0)
+            if router.head is not None:
+                dist.broadcast(router.head.weight.data, src=0)
+                dist.broadcast(router.head.bias.data, src=0)
 
         step_module = TrainStep(model, family, feature_net)
         params = [p for p in model.parameters() if p.requires_grad]
