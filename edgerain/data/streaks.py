@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from edgerain.data.synth import RainParams, rain_layer
 from edgerain.errors import EdgerainError
 
 # Clean photo sets that may be trained on (../shared/data/train/README.md). The evaluation folders
@@ -250,8 +251,6 @@ def _procedural_streaks(
 ) -> tuple[np.ndarray, list[str], float, float]:
     """Summed procedural streak layers (H, W) for ``rain_class``; also their names, mean intensity and
     mean length (reported as the pattern's intensity and scale)."""
-    from edgerain.data.synth import RainParams, rain_layer
-
     r = PROCEDURAL_RANGES[rain_class]
     n_layers = int(rng.integers(r.layers[0], r.layers[1] + 1))
     streak = np.zeros((h, w), np.float32)

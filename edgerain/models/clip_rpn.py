@@ -101,6 +101,12 @@ class ClipRPN(DerainModel):
         self.experts = nn.ModuleList(RestormerLiteUNet(cfg.expert) for _ in cfg.prompts)
         self.last_masks: list[Tensor] = []
 
+    def set_router_head(self, weight: Tensor, bias: Tensor) -> None:
+        """Install a fitted linear routing head (K, E) + (K,) and record it in the config, so that a
+        saved checkpoint rebuilds the same router."""
+        self.router.set_linear_head(weight, bias)
+        self.config.router_head = "linear"
+
     def _expert_masks(self, index: int) -> list[Tensor]:
         expert: RestormerLiteUNet = self.experts[index]  # type: ignore[assignment]
         return expert.last_masks

@@ -278,8 +278,7 @@ def calibrate_router(model: Any, source: TrainSource, per_class: int, seed: int,
     with torch.no_grad():
         weight = (w / sd[:, None]).t()  # (K, E): W z + b with z = (e - mu) / sd
         bias = b - (mu / sd) @ w
-        model.router.set_linear_head(weight.float(), bias.float())
-        model.config.router_head = "linear"
+        model.set_router_head(weight.float(), bias.float())
         pred = model.router.head(e.float()).argmax(-1)
         acc_tr = float((pred[tr] == y[tr]).float().mean())
         acc_val = float((pred[val] == y[val]).float().mean())
@@ -415,13 +414,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             # Rank 0 calibrated the router: every rank must hold the same router (DDP also checks
             # that all ranks have the same parameters), so the others install its head and take
             # its values.
-            router: Any = model.router
+            rpn: Any = model
+            router = rpn.router
             has_head = torch.tensor([int(router.head is not None)], device=device)
             dist.broadcast(has_head, src=0)
             if int(has_head.item()) and router.head is None:
                 k, dim = router.prompt_embeddings.shape
-                router.set_linear_head(torch.zeros(k, dim), torch.zeros(k))
-                model.config.router_head = "linear"  # type: ignore[attr-defined]
+                rpn.set_router_head(torch.zeros(k, dim), torch.zeros(k))
             dist.broadcast(router.prompt_embeddings.data, src=0)
             if router.head is not None:
                 dist.broadcast(router.head.weight.data, src=0)
@@ -550,11 +549,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 def _init_record(path: Path, prov: dict[str, Any]) -> dict[str, Any]:
     """What a warm-started run started from: the file's hash and the recipe that made it."""
-    import hashlib
+    from edgerain.utils import sha256_file
 
     return {
         "file": path.name,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": sha256_file(path),
         "step": prov.get("step"),
         "elapsed_s": prov.get("elapsed_s"),
         "shared_expert_copied": prov.get("shared_expert_copied"),

@@ -101,8 +101,8 @@ def side_by_sides(model: Any, folder: Path, names: list[str], out_dir: Path, max
 DATA_TERMS = (
     "Trained only on pairs synthesised from ../shared/data/train: BSDS500 (non-commercial research use; "
     "the 78 Rain100L/H test backgrounds removed), Sun-Hays 80, Kodak 24, scikit-image photos (public domain / "
-    "CC0) and the Garg-Nayar rain-streak database, plus procedurally drawn streaks (no data). The weights inherit the research-use terms of that data. "
-    "Never trained on rain100l, rain100h or real-internet."
+    "CC0) and the Garg-Nayar rain-streak database, plus procedurally drawn streaks (no data). The weights "
+    "inherit the research-use terms of that data. Never trained on rain100l, rain100h or real-internet."
 )
 
 PRENET = {"rain100l": (37.66, 0.980), "rain100h": (29.98, 0.903)}
@@ -176,7 +176,8 @@ def _stage_line(label: str, model: str, recipe: dict[str, Any], step: Any, elaps
     )
     if recipe.get("shared_warmup"):
         opts += f" --shared-warmup {recipe.get('shared_warmup')}"
-    minutes = round(float(elapsed_s or 0) / 60) or recipe.get("time_budget_minutes")
+    # Stages recorded before elapsed time was kept fall back to their time budget.
+    minutes = round(float(elapsed_s) / 60) if elapsed_s else round(float(recipe.get("time_budget_minutes") or 0))
     text = (
         f"  - {label}: `edgerain train --model {model} --data synth {opts} ...`: {step} steps of "
         f"batch {recipe.get('batch')} x {recipe.get('patch')}x{recipe.get('patch')} crops, {minutes} min"
@@ -201,9 +202,10 @@ def _training_lines(model: str, prov: dict[str, Any]) -> list[str]:
     for i, st in enumerate(stages):
         recipe = st.get("recipe") or {}
         lines.append(
-            _stage_line(f"stage {i + 1}", model, recipe, st.get("step"), st.get("elapsed_s") or 60 * float(
-                recipe.get("time_budget_minutes") or 0), st.get("shared_expert_copied"))
-        )  # fmt: skip
+            _stage_line(
+                f"stage {i + 1}", model, recipe, st.get("step"), st.get("elapsed_s"), st.get("shared_expert_copied")
+            )
+        )
     recipe = prov.get("recipe", {})
     label = f"stage {len(stages) + 1}" + (" (warm start from the stage before)" if stages else "")
     lines.append(
