@@ -34,6 +34,7 @@ from edgerain.errors import EdgerainError
 from edgerain.models.base import DerainModel
 from edgerain.train import losses
 from edgerain.train.data import TrainSource, ValidationSet, make_batch, open_source
+from edgerain.train.router import calibrate_router
 
 CHECKPOINT = "last.safetensors"
 OPTIMIZER = "last.optim.safetensors"
@@ -223,74 +224,6 @@ def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> dict[str, Any]:
     opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
     extra: dict[str, Any] = json.loads(meta["extra"])
     return extra
-
-
-# --- router calibration -------------------------------------------------------------------------
-
-
-def calibrate_router(model: Any, source: TrainSource, per_class: int, seed: int, l2: float = 1e-3) -> dict[str, Any]:
-    """Fit a linear routing head for CLIP-RPN on synthetic rain-class labels (a CLIP without pretrained weights).
-
-    The frozen image tower embeds ``per_class`` synthetic images of each class (the synthesiser
-    knows the class it drew); a multinomial logistic regression on the standardised embeddings
-    (L-BFGS, L2 penalty ``l2``) is then folded into one linear layer, ``softmax(W e + b)``, and
-    installed as the router's head (``router_head="linear"``). A quarter of the images is held out
-    to report accuracy.
-
-    Why standardise: an untrained tower maps every image to nearly one direction (cosine ~0.9999),
-    so what separates the classes lives in small deviations whose scales differ by orders of
-    magnitude across dimensions; fitting raw embeddings (as zero-shot prompts would be) converges
-    to a far worse boundary.
-    """
-    from edgerain.data.streaks import RAIN_CLASSES
-
-    size = 2 * model.router.image.image_size
-    synth = getattr(source, "synth", None)
-    if synth is None:
-        raise EdgerainError("router calibration needs synthetic data (--data synth) that knows its rain classes")
-    feats, labels = [], []
-    with torch.no_grad():
-        for k, cls in enumerate(RAIN_CLASSES):
-            for i in range(per_class):
-                rainy, _, _ = synth.pair(seed + 7919, k * 1_000_000 + i, size, rain_class=cls)
-                x = torch.from_numpy(rainy).permute(2, 0, 1).unsqueeze(0)
-                feats.append(model.router.image(x).float())
-                labels.append(k)
-    e = torch.cat(feats).double()
-    y = torch.tensor(labels)
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(y), generator=g)
-    n_val = len(y) // 4
-    val, tr = perm[:n_val], perm[n_val:]
-    mu, sd = e[tr].mean(0), e[tr].std(0) + 1e-12
-    z = (e - mu) / sd
-    w = torch.zeros(e.shape[1], len(RAIN_CLASSES), dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(len(RAIN_CLASSES), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(z[tr] @ w + b, y[tr]) + l2 * (w**2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)  # type: ignore[no-untyped-call]
-    with torch.no_grad():
-        weight = (w / sd[:, None]).t()  # (K, E): W z + b with z = (e - mu) / sd
-        bias = b - (mu / sd) @ w
-        model.set_router_head(weight.float(), bias.float())
-        pred = model.router.head(e.float()).argmax(-1)
-        acc_tr = float((pred[tr] == y[tr]).float().mean())
-        acc_val = float((pred[val] == y[val]).float().mean())
-    return {
-        "calibrated": True,
-        "method": "linear head fitted by logistic regression on standardised frozen-CLIP embeddings of labelled "
-        "synthetic rain",
-        "images_per_class": per_class,
-        "image_size": size,
-        "train_accuracy": round(acc_tr, 4),
-        "heldout_accuracy": round(acc_val, 4),
-    }
 
 
 # --- validation -------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from edgerain.train.loop import (
     TrainStep,
     _contrastive_features,
     _copy_expert,
-    calibrate_router,
     family_of,
     load_optimizer,
     lr_at,
@@ -198,32 +197,3 @@ def test_init_warm_starts_from_a_checkpoint(train_root: Path, tmp_path: Path) ->
         train(_cfg(train_root, tmp_path / "mix", init=str(first), resume=True))
     with pytest.raises(EdgerainError, match="no such checkpoint"):
         train(_cfg(train_root, tmp_path / "x", init=str(tmp_path / "missing.safetensors")))
-
-
-def test_router_calibration_fits_a_linear_head_that_survives_a_checkpoint(train_root: Path, tmp_path: Path) -> None:
-    from edgerain.models.checkpoint import save_checkpoint
-    from edgerain.models.registry import build_model
-
-    torch.manual_seed(0)
-    model = build_model("clip-rpn-tiny", quiet_clip=True).eval()
-    assert model.config.router_head == "prompts" and model.router.head is None
-    info = calibrate_router(model, open_source(f"synth:{train_root}", seed=0, procedural=0.5), per_class=12, seed=0)
-    assert info["calibrated"] is True and "linear head" in info["method"]
-    assert 0.0 <= info["heldout_accuracy"] <= 1.0 and info["train_accuracy"] > 1 / 3
-    head = model.router.head
-    assert model.config.router_head == "linear" and head is not None
-    assert not any(p.requires_grad for p in head.parameters())
-    # The router's scores are softmax(W e + b) of the installed head, not the prompt scores.
-    x = torch.rand(2, 3, 40, 48)
-    with torch.no_grad():
-        expected = torch.softmax(head(model.router.image(x)), dim=-1)
-        torch.testing.assert_close(model.router(x), expected)
-        routed = model.route(x).expert
-    save_checkpoint(model, tmp_path / "m.safetensors", {"router": info})
-    again = load_checkpoint(tmp_path / "m.safetensors").eval()
-    assert again.config.router_head == "linear"  # type: ignore[attr-defined]
-    assert state_dicts_equal(model, again)
-    with torch.no_grad():
-        assert torch.equal(again.route(x).expert, routed)  # type: ignore[attr-defined]
-    with pytest.raises(EdgerainError, match="synthetic data"):
-        calibrate_router(model, object(), per_class=2, seed=0)  # type: ignore[arg-type]
