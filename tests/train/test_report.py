@@ -73,3 +73,28 @@ def test_model_card_lists_every_stage_of_a_warm_started_run() -> None:
     assert "--patch 96" in card and "--procedural-rain 0.5" in card
     # Above PReNet, the card does not claim a gap.
     assert "gap to PReNet" not in card
+
+
+def test_model_card_describes_a_trained_router_tower() -> None:
+    router = {
+        "method": "CLIP image tower trained with a linear head",
+        "tower_trained": True,
+        "steps": 1500,
+        "images_per_class": 1500,
+        "regret_weight": 0.2,
+        "heldout": {"accuracy": 0.74, "mean_regret_db": 0.86},
+        "heldout_before": {"accuracy": 0.66, "mean_regret_db": 1.33},
+    }
+    report = {
+        "model": "clip-rpn-edge",
+        "params": 5_076_950,
+        "bytes": 20_429_016,
+        "git_commit": "0a1",
+        "provenance": {"clip_pretrained": False, "step": 10, "recipe": {"batch": 4}, "router": router},
+        "evaluation": {},
+        "cpu_latency_480x320": [],
+    }
+    card = model_card(report)
+    assert "`edgerain calibrate-router`: 1500 steps" in card and "regret weight 0.2" in card
+    assert "accuracy 0.74 (was 0.66" in card and "0.86 dB (was 1.33)" in card
+    assert "then trained as the router" in card
