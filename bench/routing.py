@@ -1,0 +1,144 @@
+"""What routing costs: every expert of a CLIP-RPN checkpoint forced on every pair, against the router's pick.
+
+For each checkpoint and each folder of rain/norain pairs, runs each expert alone (Y-PSNR, 8-bit
+output, the evaluation convention) and the router, and reports the routed PSNR (what the model
+delivers), the oracle PSNR (the best expert per image: what a perfect router would deliver) and
+each expert's mean. Folders written by `edgerain synth` carry labels.csv: the report then adds the
+router's confusion matrix (rows: the drawn rain class, columns: the chosen expert) and the mean
+PSNR of each expert per class. Use held-out synthetic folders (other seeds than training) to
+compare routers; the benchmark folders are reported, never used to choose.
+
+    .venv/bin/python bench/routing.py --weights edgerain/weights/default.safetensors \\
+        --data /tmp/val320 --data ../shared/data/rain100l --out bench/results/routing_default.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def expert_table(model: Any, folder: Path) -> list[dict[str, Any]]:
+    """Per pair: name, input PSNR, each expert's PSNR, the router's pick."""
+    from edgerain.data.io import load_image
+    from edgerain.data.pairs import find_pairs
+    from edgerain.eval.metrics import psnr
+    from edgerain.models.clip_rpn import Routing
+
+    k_experts = len(model.experts)
+    rows = []
+    with torch.no_grad():
+        for pair in find_pairs(folder):
+            rainy, clean = load_image(pair.rain), load_image(pair.norain)
+            x = torch.from_numpy(rainy).permute(2, 0, 1)[None]
+            experts = []
+            for k in range(k_experts):
+                w = F.one_hot(torch.tensor([k]), k_experts).float()
+                y = model(x, Routing(scores=w, expert=torch.tensor([k]), weights=w)).clamp(0, 1)
+                experts.append(psnr(np.round(y[0].permute(1, 2, 0).numpy() * 255.0) / 255.0, clean))
+            pick = int(model.route(x).expert)
+            rows.append({"name": pair.rain.stem, "input": psnr(rainy, clean), "experts": experts, "pick": pick})
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]], labels: dict[str, int] | None, k_experts: int) -> dict[str, Any]:
+    experts = np.array([r["experts"] for r in rows])
+    picks = np.array([r["pick"] for r in rows])
+    routed = experts[np.arange(len(rows)), picks]
+    out: dict[str, Any] = {
+        "pairs": len(rows),
+        "input_psnr_y": round(float(np.mean([r["input"] for r in rows])), 3),
+        "routed_psnr_y": round(float(routed.mean()), 3),
+        "oracle_psnr_y": round(float(experts.max(1).mean()), 3),
+        "expert_psnr_y": [round(float(v), 3) for v in experts.mean(0)],
+        "routing_counts": np.bincount(picks, minlength=k_experts).tolist(),
+    }
+    if labels is not None:
+        truth = np.array([labels[r["name"]] for r in rows])
+        confusion = np.zeros((k_experts, k_experts), int)
+        for t, p in zip(truth, picks, strict=True):
+            confusion[t, p] += 1
+        out["accuracy"] = round(float((truth == picks).mean()), 4)
+        out["confusion"] = confusion.tolist()
+        out["class_expert_psnr_y"] = [
+            [round(float(v), 3) for v in experts[truth == c].mean(0)] if (truth == c).any() else None
+            for c in range(k_experts)
+        ]
+    return out
+
+
+def read_labels(folder: Path) -> dict[str, int] | None:
+    path = folder / "labels.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        return {row["name"]: int(row["label"]) for row in csv.DictReader(f)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", type=Path, action="append", required=True, help="CLIP-RPN checkpoint (repeatable)")
+    ap.add_argument("--data", type=Path, action="append", required=True, help="folder of pairs (repeatable)")
+    ap.add_argument("--out", type=Path, required=True, help="JSON report")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+
+    from edgerain.errors import EdgerainError
+    from edgerain.models.checkpoint import load_checkpoint
+    from edgerain.models.clip_rpn import ClipRPN
+    from edgerain.runtime.profile import environment
+    from edgerain.utils import atomic_path, sha256_file
+
+    torch.set_num_threads(args.threads)
+    results: dict[str, Any] = {}
+    try:
+        for weights in args.weights:
+            model = load_checkpoint(weights).eval()
+            if not isinstance(model, ClipRPN):
+                raise EdgerainError(f"{weights}: not a CLIP-RPN checkpoint")
+            entry: dict[str, Any] = {
+                "sha256": sha256_file(weights),
+                "router": getattr(model, "provenance", {}).get("router"),
+                "folders": {},
+            }
+            for folder in args.data:
+                t0 = time.monotonic()
+                rows = expert_table(model, folder)
+                if not rows:
+                    raise EdgerainError(f"{folder}: no rain/norain pairs")
+                summary = summarise(rows, read_labels(folder), len(model.experts))
+                summary["seconds"] = round(time.monotonic() - t0, 1)
+                entry["folders"][folder.name] = summary
+                print(
+                    f"{weights.name} {folder.name}: routed {summary['routed_psnr_y']:.2f} dB, "
+                    f"oracle {summary['oracle_psnr_y']:.2f}, experts {summary['expert_psnr_y']}, "
+                    f"routing {summary['routing_counts']}",
+                    flush=True,
+                )
+            results[str(weights)] = entry
+    except EdgerainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = {
+        "what": "routed vs oracle Y-PSNR of CLIP-RPN checkpoints (bench/routing.py)",
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "environment": environment(),
+        "threads": args.threads,
+        "results": results,
+    }
+    with atomic_path(args.out) as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
