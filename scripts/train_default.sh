@@ -53,25 +53,20 @@ if [[ $mode != skip ]]; then
   touch "$RUN/stage1/done"
 fi
 
-mode=$(stage_args "$RUN/stage2")
-if [[ $mode != skip ]]; then
-  extra=(--init "$RUN/stage1/last.safetensors"); [[ $mode == --resume ]] && extra=(--resume)
-  nice -n 10 "$EDGERAIN" train "${common[@]}" --out "$RUN/stage2" \
-    --iters 40000 --time-budget-minutes "$STAGE2_MIN" --patch 64 --lr 5e-4 --warmup-iters 100 \
+# A warm-started stage: NAME FROM MINUTES LR SEED VAL_EVERY (half procedural rain, 64x64 crops).
+warm_stage() {
+  local name=$1 from=$2 minutes=$3 lr=$4 seed=$5 val_every=$6 mode
+  mode=$(stage_args "$RUN/$name")
+  [[ $mode == skip ]] && return 0
+  local extra=(--init "$RUN/$from/last.safetensors"); [[ $mode == --resume ]] && extra=(--resume)
+  nice -n 10 "$EDGERAIN" train "${common[@]}" --out "$RUN/$name" \
+    --iters 40000 --time-budget-minutes "$minutes" --patch 64 --lr "$lr" --warmup-iters 100 \
     --procedural-rain 0.5 --calibrate-per-class 300 \
-    --val "$RUN/val_mixed" --val-every 500 --log-every 20 --seed 1 "${extra[@]}"
-  touch "$RUN/stage2/done"
-fi
-
-mode=$(stage_args "$RUN/stage3")
-if [[ $mode != skip ]]; then
-  extra=(--init "$RUN/stage2/last.safetensors"); [[ $mode == --resume ]] && extra=(--resume)
-  nice -n 10 "$EDGERAIN" train "${common[@]}" --out "$RUN/stage3" \
-    --iters 40000 --time-budget-minutes "$STAGE3_MIN" --patch 64 --lr 3e-4 --warmup-iters 100 \
-    --procedural-rain 0.5 --calibrate-per-class 300 \
-    --val "$RUN/val_mixed" --val-every 1000 --log-every 20 --seed 2 "${extra[@]}"
-  touch "$RUN/stage3/done"
-fi
+    --val "$RUN/val_mixed" --val-every "$val_every" --log-every 20 --seed "$seed" "${extra[@]}"
+  touch "$RUN/$name/done"
+}
+warm_stage stage2 stage1 "$STAGE2_MIN" 5e-4 1 500
+warm_stage stage3 stage2 "$STAGE3_MIN" 3e-4 2 1000
 
 # The router only matters at inference (the experts train with label-forced routing): fit it last.
 [[ -f "$RUN/default.safetensors" ]] ||
