@@ -15,7 +15,6 @@ compare routers; the benchmark folders are reported, never used to choose.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -24,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def expert_table(model: Any, folder: Path) -> list[dict[str, Any]]:
@@ -32,20 +30,14 @@ def expert_table(model: Any, folder: Path) -> list[dict[str, Any]]:
     from edgerain.data.io import load_image
     from edgerain.data.pairs import find_pairs
     from edgerain.eval.metrics import psnr
-    from edgerain.models.clip_rpn import Routing
+    from edgerain.train.router import forced_expert_psnr
 
-    k_experts = len(model.experts)
     rows = []
     with torch.no_grad():
         for pair in find_pairs(folder):
             rainy, clean = load_image(pair.rain), load_image(pair.norain)
-            x = torch.from_numpy(rainy).permute(2, 0, 1)[None]
-            experts = []
-            for k in range(k_experts):
-                w = F.one_hot(torch.tensor([k]), k_experts).float()
-                y = model(x, Routing(scores=w, expert=torch.tensor([k]), weights=w)).clamp(0, 1)
-                experts.append(psnr(np.round(y[0].permute(1, 2, 0).numpy() * 255.0) / 255.0, clean))
-            pick = int(model.route(x).expert)
+            pick = int(model.route(torch.from_numpy(rainy).permute(2, 0, 1)[None]).expert)
+            experts = forced_expert_psnr(model, rainy, clean)
             rows.append({"name": pair.rain.stem, "input": psnr(rainy, clean), "experts": experts, "pick": pick})
     return rows
 
@@ -76,14 +68,6 @@ def summarise(rows: list[dict[str, Any]], labels: dict[str, int] | None, k_exper
     return out
 
 
-def read_labels(folder: Path) -> dict[str, int] | None:
-    path = folder / "labels.csv"
-    if not path.is_file():
-        return None
-    with open(path, newline="") as f:
-        return {row["name"]: int(row["label"]) for row in csv.DictReader(f)}
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, action="append", required=True, help="CLIP-RPN checkpoint (repeatable)")
@@ -96,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgerain.models.checkpoint import load_checkpoint
     from edgerain.models.clip_rpn import ClipRPN
     from edgerain.runtime.profile import environment
+    from edgerain.train.data import read_labels
     from edgerain.utils import atomic_path, sha256_file
 
     torch.set_num_threads(args.threads)
@@ -115,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows = expert_table(model, folder)
                 if not rows:
                     raise EdgerainError(f"{folder}: no rain/norain pairs")
-                summary = summarise(rows, read_labels(folder), len(model.experts))
+                summary = summarise(rows, read_labels(folder) or None, len(model.experts))
                 summary["seconds"] = round(time.monotonic() - t0, 1)
                 entry["folders"][folder.name] = summary
                 print(

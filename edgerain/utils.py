@@ -44,3 +44,16 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """``--threads N``: torch's CPU thread count (None leaves torch's default)."""
+    if threads is None:
+        return
+    from edgerain.errors import EdgerainError
+
+    if threads < 1:
+        raise EdgerainError("--threads must be at least 1")
+    import torch
+
+    torch.set_num_threads(threads)

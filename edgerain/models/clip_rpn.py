@@ -40,6 +40,12 @@ class Routing:
     expert: Tensor
     weights: Tensor
 
+    @classmethod
+    def forced(cls, expert: Tensor, num_experts: int, dtype: torch.dtype = torch.float32) -> Routing:
+        """Every image of the batch to the given expert (B,): one-hot scores and weights."""
+        onehot = F.one_hot(expert, num_experts).to(dtype)
+        return cls(scores=onehot, expert=expert, weights=onehot)
+
 
 ROUTER_HEADS = ("prompts", "linear")
 

@@ -95,10 +95,15 @@ class PairFolderSource:
         return np.ascontiguousarray(rc), np.ascontiguousarray(cc), self.labels[i]
 
 
+def is_synth_spec(spec: str) -> bool:
+    """``synth`` or ``synth:ROOT``: pairs synthesised on the fly, whose rain classes are known."""
+    return spec == SYNTH_PREFIX or spec.startswith(SYNTH_PREFIX + ":")
+
+
 def open_source(spec: str, seed: int, procedural: float = 0.0) -> TrainSource:
     """``synth`` (default training root), ``synth:ROOT`` or a folder of rain/norain pairs; ``procedural``
     is the fraction of synthetic pairs with procedural instead of Garg-Nayar streaks."""
-    if spec == SYNTH_PREFIX or spec.startswith(SYNTH_PREFIX + ":"):
+    if is_synth_spec(spec):
         root = spec.partition(":")[2] or None
         return SynthSource(RainSynthesizer(root, procedural=procedural), seed)
     path = Path(spec)

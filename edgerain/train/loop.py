@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgerain.errors import EdgerainError
@@ -35,6 +34,7 @@ from edgerain.models.base import DerainModel
 from edgerain.train import losses
 from edgerain.train.data import TrainSource, ValidationSet, make_batch, open_source
 from edgerain.train.router import calibrate_router
+from edgerain.utils import set_torch_threads
 
 CHECKPOINT = "last.safetensors"
 OPTIMIZER = "last.optim.safetensors"
@@ -110,8 +110,7 @@ class TrainStep(nn.Module):
             from edgerain.models.clip_rpn import Routing
 
             # Routing is forced by the labels, so the router's CLIP forward would be wasted work.
-            weights = F.one_hot(labels, len(m.experts)).to(rainy.dtype)
-            out = m(rainy, Routing(scores=weights, expert=labels, weights=weights))
+            out = m(rainy, Routing.forced(labels, len(m.experts), rainy.dtype))
             dls_total = 10_000
             return losses.clip_rpn_loss(out, clean, rainy, list(m.last_masks), round(progress * dls_total), dls_total)
         if self.family == "fclip-unet":
@@ -299,10 +298,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.init and not Path(cfg.init).is_file():
         raise EdgerainError(f"--init {cfg.init}: no such checkpoint file")
 
-    if cfg.threads is not None:
-        if cfg.threads < 1:
-            raise EdgerainError("--threads must be at least 1")
-        torch.set_num_threads(cfg.threads)
+    set_torch_threads(cfg.threads)
     with distributed() as (rank, world, device):
         if cfg.batch % world:
             raise EdgerainError(f"--batch {cfg.batch} must be divisible by the {world} processes")

@@ -75,6 +75,20 @@ def router_pool(model: Any, source: TrainSource, per_class: int, seed: int) -> t
 
 
 @torch.no_grad()
+def forced_expert_psnr(model: Any, rainy: np.ndarray, clean: np.ndarray) -> list[float]:
+    """Y-PSNR of each expert alone on one pair (H, W, 3 in [0, 1]), output saved as 8 bits."""
+    from edgerain.data.io import quantize_8bit
+    from edgerain.eval.metrics import psnr
+    from edgerain.models.clip_rpn import Routing
+
+    x = torch.from_numpy(rainy).permute(2, 0, 1).unsqueeze(0)
+    k_experts = len(model.experts)
+    return [
+        psnr(quantize_8bit(model(x, Routing.forced(torch.tensor([k]), k_experts))), clean) for k in range(k_experts)
+    ]
+
+
+@torch.no_grad()
 def measure_regret(model: Any, source: TrainSource, per_class: int, seed: int, size: int = 192) -> Tensor:
     """(K, K) mean Y-PSNR (dB) lost by sending a pair of class c to expert k instead of expert c.
 
@@ -82,8 +96,6 @@ def measure_regret(model: Any, source: TrainSource, per_class: int, seed: int, s
     negative entries (another expert did better on average) are clipped to zero.
     """
     from edgerain.data.streaks import RAIN_CLASSES
-    from edgerain.eval.metrics import psnr
-    from edgerain.models.clip_rpn import Routing
 
     synth = _synth_of(source)
     k_experts = len(model.experts)
@@ -91,13 +103,7 @@ def measure_regret(model: Any, source: TrainSource, per_class: int, seed: int, s
     for c, cls in enumerate(RAIN_CLASSES[:k_experts]):
         for i in range(per_class):
             rainy, clean, _ = synth.pair(seed, c * 1_000_000 + i, size, rain_class=cls)
-            x = torch.from_numpy(rainy).permute(2, 0, 1).unsqueeze(0)
-            scores = []
-            for k in range(k_experts):
-                w = F.one_hot(torch.tensor([k]), k_experts).float()
-                y = model(x, Routing(scores=w, expert=torch.tensor([k]), weights=w)).clamp(0, 1)
-                out = np.round(y[0].permute(1, 2, 0).numpy() * 255.0) / 255.0
-                scores.append(psnr(out, clean))
+            scores = forced_expert_psnr(model, rainy, clean)
             lost[c] += torch.tensor([scores[c] - s for s in scores], dtype=torch.float64)
     return (lost / max(per_class, 1)).clamp_min(0.0).float()
 
@@ -219,7 +225,7 @@ def train_router(
 
     tower = model.router.image
     visual: nn.Module = tower.visual
-    embed_dim = int(tower(val_x[:1].float()).shape[-1])
+    embed_dim = int(model.router.prompt_embeddings.shape[1])
     with torch.random.fork_rng():  # the head's initialisation follows ``seed``, not the global RNG
         torch.manual_seed(seed)
         head = nn.Linear(embed_dim, regret.shape[0])
@@ -296,20 +302,17 @@ def train_router_checkpoint(
     """
     from edgerain.models.checkpoint import load_checkpoint, save_checkpoint
     from edgerain.models.clip_rpn import ClipRPN
-    from edgerain.train.data import open_source
-    from edgerain.utils import sha256_file
+    from edgerain.train.data import is_synth_spec, open_source
+    from edgerain.utils import set_torch_threads, sha256_file
 
     src = Path(weights)
     if not src.is_file():
         raise EdgerainError(f"{src}: no such checkpoint file")
-    if threads is not None:
-        if threads < 1:
-            raise EdgerainError("--threads must be at least 1")
-        torch.set_num_threads(threads)
+    set_torch_threads(threads)
     model = load_checkpoint(src)
     if not isinstance(model, ClipRPN):
         raise EdgerainError(f"{src} holds a {type(model).__name__} checkpoint; only CLIP-RPN has a router")
-    if data != "synth" and not data.startswith("synth:"):
+    if not is_synth_spec(data):
         raise EdgerainError(
             f"--data {data}: the router is fitted on synthetic rain (synth or synth:ROOT), whose classes are known"
         )
