@@ -87,6 +87,12 @@ def train(
         float,
         typer.Option(help="--data synth: fraction of pairs with procedural streaks instead of Garg-Nayar layers."),
     ] = 0.0,
+    misroute: Annotated[
+        float,
+        typer.Option(
+            help="CLIP-RPN: fraction of pairs sent to an expert for heavier rain, so experts tolerate misrouting."
+        ),
+    ] = 0.0,
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for torch; 1 is fastest on a shared, busy CPU.")
     ] = None,
@@ -122,6 +128,7 @@ def train(
         resume=resume,
         init=str(init) if init is not None else None,
         procedural_rain=procedural_rain,
+        misroute=misroute,
         time_budget_minutes=time_budget_minutes,
         stop_after=stop_after,
         threads=threads,

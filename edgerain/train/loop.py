@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -75,6 +76,9 @@ class TrainConfig:
     init: str | None = None
     # Fraction of synthetic pairs whose streaks are procedural rather than Garg-Nayar layers.
     procedural_rain: float = 0.0
+    # CLIP-RPN: fraction of the pairs sent to an expert for heavier rain than their label (see
+    # ``misroute_labels``), so that the experts tolerate the router's usual mistake.
+    misroute: float = 0.0
     # Wall-clock budget: the schedule follows elapsed time when it binds before ``iters`` (CPU runs
     # on shared machines, whose speed is unknown in advance); the run stops when it is spent.
     time_budget_minutes: float | None = None
@@ -261,6 +265,27 @@ def _provenance(cfg: TrainConfig, step: int, source: TrainSource, extra: dict[st
     }
 
 
+def misroute_labels(labels: Tensor, indices: list[int], fraction: float, seed: int, num_experts: int) -> Tensor:
+    """Send a ``fraction`` of the pairs to a random expert for heavier rain than their label.
+
+    On held-out synthetic rain, 25 of the trained router's 29 mistakes send a pair to an expert for
+    heavier rain, and an expert that never saw lighter rain over-smooths it (light rain through the
+    heavy expert loses 11 dB). Labels are classes ordered light to heavy; the heaviest class keeps
+    its expert. The choice is a pure function of (seed, sample index): resumed and DDP runs agree.
+    """
+    if fraction <= 0:
+        return labels
+    out = labels.clone()
+    for j, (index, label) in enumerate(zip(indices, labels.tolist(), strict=True)):
+        heavier = num_experts - 1 - int(label)
+        if heavier <= 0:
+            continue
+        rng = np.random.default_rng((seed, index, 0x4D52))
+        if rng.random() < fraction:
+            out[j] = int(label) + 1 + int(rng.integers(heavier))
+    return out
+
+
 def _copy_expert(model: Any, opt: torch.optim.Optimizer | None, src: int) -> None:
     """Copy expert ``src``'s weights (and, given ``opt``, its AdamW moments) into every other expert."""
     experts = model.experts
@@ -276,6 +301,7 @@ def _copy_expert(model: Any, opt: torch.optim.Optimizer | None, src: int) -> Non
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) a training run; returns the final summary (rank 0's view)."""
     from edgerain.models.checkpoint import load_checkpoint, save_checkpoint
+    from edgerain.models.clip_rpn import ClipRPN
     from edgerain.models.registry import build_model
 
     family = family_of(cfg.model)
@@ -283,6 +309,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise EdgerainError("--iters and --batch must be positive and --patch at least 8")
     if not 0.0 <= cfg.shared_warmup < 1.0:
         raise EdgerainError("--shared-warmup must be in [0, 1)")
+    if not 0.0 <= cfg.misroute < 1.0:
+        raise EdgerainError("--misroute must be in [0, 1)")
+    if cfg.misroute and family != "clip-rpn":
+        raise EdgerainError(f"--misroute is for CLIP-RPN networks (their experts); {cfg.model} has none")
     if min(cfg.val_every, cfg.ckpt_every, cfg.log_every) <= 0 or cfg.lr <= 0:
         raise EdgerainError("--val-every, --ckpt-every, --log-every and --lr must be positive")
     out = Path(cfg.out)
@@ -379,6 +409,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             (out / RUN).write_text(json.dumps({"config": dataclasses.asdict(cfg), "world_size": world}, indent=2))
         use_amp = cfg.amp and device.type == "cuda"
         shared = family == "clip-rpn" and cfg.shared_warmup > 0
+        num_experts = len(model.experts) if isinstance(model, ClipRPN) else 0
 
         def write_checkpoint(step: int, elapsed: float) -> None:
             save_checkpoint(model, ckpt_path, _provenance(cfg, step, source, {**extra, "elapsed_s": round(elapsed)}))
@@ -413,7 +444,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 for g in opt.param_groups:
                     g["lr"] = lr_at(cfg, step, progress)
                 first = step * cfg.batch + rank * per_rank
-                rainy, clean, labels = make_batch(source, list(range(first, first + per_rank)), cfg.patch)
+                indices = list(range(first, first + per_rank))
+                rainy, clean, labels = make_batch(source, indices, cfg.patch)
+                if cfg.misroute:
+                    labels = misroute_labels(labels, indices, cfg.misroute, cfg.seed, num_experts)
                 rainy, clean, labels = rainy.to(device), clean.to(device), labels.to(device)
                 if shared and "shared_expert_copied" not in extra:
                     labels = torch.zeros_like(labels)

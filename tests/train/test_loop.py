@@ -12,6 +12,7 @@ import torch
 from edgerain.cli import main
 from edgerain.errors import EdgerainError
 from edgerain.models.checkpoint import load_checkpoint, read_metadata, state_dicts_equal
+from edgerain.train import loop
 from edgerain.train.data import make_batch, open_source
 from edgerain.train.loop import (
     TrainConfig,
@@ -21,6 +22,7 @@ from edgerain.train.loop import (
     family_of,
     load_optimizer,
     lr_at,
+    misroute_labels,
     train,
 )
 
@@ -197,3 +199,39 @@ def test_init_warm_starts_from_a_checkpoint(train_root: Path, tmp_path: Path) ->
         train(_cfg(train_root, tmp_path / "mix", init=str(first), resume=True))
     with pytest.raises(EdgerainError, match="no such checkpoint"):
         train(_cfg(train_root, tmp_path / "x", init=str(tmp_path / "missing.safetensors")))
+
+
+def test_misroute_sends_lighter_rain_to_heavier_experts() -> None:
+    labels = torch.tensor([0, 1, 2] * 3000)
+    indices = list(range(10_000, 19_000))
+    out = misroute_labels(labels, indices, 0.2, seed=3, num_experts=3)
+    assert torch.equal(out, misroute_labels(labels, indices, 0.2, seed=3, num_experts=3))  # deterministic
+    assert not torch.equal(out, misroute_labels(labels, indices, 0.2, seed=4, num_experts=3))
+    assert torch.all(out >= labels)  # never to an expert for lighter rain
+    assert torch.equal(out[labels == 2], labels[labels == 2])  # the heaviest class keeps its expert
+    for c in (0, 1):
+        moved = (out[labels == c] != c).float().mean().item()
+        assert abs(moved - 0.2) < 0.03, (c, moved)
+    light = out[labels == 0]
+    assert (light == 1).sum() > 200 and (light == 2).sum() > 200  # both heavier experts get light rain
+    assert torch.equal(misroute_labels(labels, indices, 0.0, seed=3, num_experts=3), labels)
+    # A sample's fate depends on its index, not on its batch: slices agree with the whole.
+    assert torch.equal(misroute_labels(labels[5:9], indices[5:9], 0.2, seed=3, num_experts=3), out[5:9])
+
+
+def test_train_routes_through_misroute(train_root: Path, tmp_path: Path, monkeypatch) -> None:
+    calls = []
+    real = loop.misroute_labels
+
+    def spy(labels, indices, fraction, seed, num_experts):
+        calls.append((list(indices), fraction, seed, num_experts))
+        return real(labels, indices, fraction, seed, num_experts)
+
+    monkeypatch.setattr(loop, "misroute_labels", spy)
+    train(_cfg(train_root, tmp_path / "run", iters=2, shared_warmup=0.0, misroute=0.3, seed=7))
+    assert calls == [([0, 1], 0.3, 7, 3), ([2, 3], 0.3, 7, 3)]
+    assert read_metadata(tmp_path / "run" / "last.safetensors")["provenance"]["recipe"]["misroute"] == 0.3
+    with pytest.raises(EdgerainError, match="--misroute must be in"):
+        train(_cfg(train_root, tmp_path / "bad", misroute=1.0))
+    with pytest.raises(EdgerainError, match="--misroute is for CLIP-RPN"):
+        train(_cfg(train_root, tmp_path / "bad", model="rdmc-tiny", misroute=0.2))
