@@ -412,7 +412,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         num_experts = len(model.experts) if isinstance(model, ClipRPN) else 0
 
         def write_checkpoint(step: int, elapsed: float) -> None:
-            save_checkpoint(model, ckpt_path, _provenance(cfg, step, source, {**extra, "elapsed_s": round(elapsed)}))
+            save_checkpoint(
+                model,
+                ckpt_path,
+                _provenance(cfg, step, source, {**extra, "elapsed_s": round(elapsed), "processes": world}),
+            )
             save_optimizer(
                 opt,
                 optim_path,
@@ -520,6 +524,7 @@ def _init_record(path: Path, prov: dict[str, Any]) -> dict[str, Any]:
         "step": prov.get("step"),
         "elapsed_s": prov.get("elapsed_s"),
         "shared_expert_copied": prov.get("shared_expert_copied"),
+        "processes": prov.get("processes"),
         "recipe": prov.get("recipe"),
         "init_from": prov.get("init_from"),
     }

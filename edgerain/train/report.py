@@ -189,18 +189,24 @@ def _router_line(router: dict[str, Any]) -> str:
     )
 
 
-def _stage_line(label: str, model: str, recipe: dict[str, Any], step: Any, elapsed_s: Any, shared: Any) -> str:
-    """One training stage of the recipe: its command-line essentials, steps and time."""
+def _stage_line(label: str, model: str, stage: dict[str, Any]) -> str:
+    """One training stage (a checkpoint's provenance or init record): command-line essentials, steps, time."""
+    recipe = stage.get("recipe") or {}
+    step, elapsed_s, shared = stage.get("step"), stage.get("elapsed_s"), stage.get("shared_expert_copied")
     opts = (
         f"--batch {recipe.get('batch')} --patch {recipe.get('patch')} --lr {recipe.get('lr')} "
         f"--procedural-rain {recipe.get('procedural_rain', 0.0)}"
     )
     if recipe.get("shared_warmup"):
         opts += f" --shared-warmup {recipe.get('shared_warmup')}"
+    if recipe.get("misroute"):
+        opts += f" --misroute {recipe.get('misroute')}"
+    processes = stage.get("processes") or 1
+    launcher = f"torchrun --nproc-per-node {processes} -m edgerain.cli" if processes > 1 else "edgerain"
     # Stages recorded before elapsed time was kept fall back to their time budget.
     minutes = round(float(elapsed_s) / 60) if elapsed_s else round(float(recipe.get("time_budget_minutes") or 0))
     text = (
-        f"  - {label}: `edgerain train --model {model} --data synth {opts} ...`: {step} steps of "
+        f"  - {label}: `{launcher} train --model {model} --data synth {opts} ...`: {step} steps of "
         f"batch {recipe.get('batch')} x {recipe.get('patch')}x{recipe.get('patch')} crops, {minutes} min"
     )
     if shared:
@@ -217,21 +223,13 @@ def _training_lines(model: str, prov: dict[str, Any]) -> list[str]:
         init = init.get("init_from")
     stages.reverse()
     lines = [
-        f"- Trained on 2 shared CPU cores (`nice`, 1 thread), no GPU, in {len(stages) + 1} stage(s) "
+        f"- Trained on 2 shared CPU cores (`nice`, 1 thread per process), no GPU, in {len(stages) + 1} stage(s) "
         "(`scripts/train_default.sh`): DLS (MSE to L1) + 0.1 mask BCE, AdamW, cosine decay."
     ]
     for i, st in enumerate(stages):
-        recipe = st.get("recipe") or {}
-        lines.append(
-            _stage_line(
-                f"stage {i + 1}", model, recipe, st.get("step"), st.get("elapsed_s"), st.get("shared_expert_copied")
-            )
-        )
-    recipe = prov.get("recipe", {})
+        lines.append(_stage_line(f"stage {i + 1}", model, st))
     label = f"stage {len(stages) + 1}" + (" (warm start from the stage before)" if stages else "")
-    lines.append(
-        _stage_line(label, model, recipe, prov.get("step"), prov.get("elapsed_s"), prov.get("shared_expert_copied"))
-    )
+    lines.append(_stage_line(label, model, prov))
     return lines
 
 

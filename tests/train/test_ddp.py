@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgerain.cli import main
-from edgerain.models.checkpoint import load_checkpoint
+from edgerain.models.checkpoint import load_checkpoint, read_metadata
 
 
 def _edgerain_script() -> str:
@@ -41,6 +41,9 @@ def test_two_gloo_processes_match_one(train_root: Path, tmp_path: Path) -> None:
         "--threads",
         "1",
         "--no-progress",
+        # Misrouting is drawn per sample index, so both ranks' slices agree with the single process.
+        "--misroute",
+        "0.5",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     ddp = subprocess.run(
@@ -65,6 +68,7 @@ def test_two_gloo_processes_match_one(train_root: Path, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "ddp" / "run.json").read_text())["world_size"] == 2
     # The single-process reference runs in this process (saves a second interpreter start-up).
     assert main([*args, "--out", str(tmp_path / "single")]) == 0
+    assert read_metadata(tmp_path / "ddp" / "last.safetensors")["provenance"]["processes"] == 2
     a = load_checkpoint(tmp_path / "ddp" / "last.safetensors").state_dict()
     b = load_checkpoint(tmp_path / "single" / "last.safetensors").state_dict()
     assert a.keys() == b.keys()

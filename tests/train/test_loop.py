@@ -230,7 +230,8 @@ def test_train_routes_through_misroute(train_root: Path, tmp_path: Path, monkeyp
     monkeypatch.setattr(loop, "misroute_labels", spy)
     train(_cfg(train_root, tmp_path / "run", iters=2, shared_warmup=0.0, misroute=0.3, seed=7))
     assert calls == [([0, 1], 0.3, 7, 3), ([2, 3], 0.3, 7, 3)]
-    assert read_metadata(tmp_path / "run" / "last.safetensors")["provenance"]["recipe"]["misroute"] == 0.3
+    prov = read_metadata(tmp_path / "run" / "last.safetensors")["provenance"]
+    assert prov["recipe"]["misroute"] == 0.3 and prov["processes"] == 1
     with pytest.raises(EdgerainError, match="--misroute must be in"):
         train(_cfg(train_root, tmp_path / "bad", misroute=1.0))
     with pytest.raises(EdgerainError, match="--misroute is for CLIP-RPN"):

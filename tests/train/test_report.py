@@ -54,7 +54,15 @@ def test_model_card_lists_every_stage_of_a_warm_started_run() -> None:
             "step": 9000,
             "elapsed_s": 7380,
             "init_from": stage1,
-            "recipe": {"batch": 4, "patch": 96, "lr": 0.0005, "shared_warmup": 0.0, "procedural_rain": 0.5},
+            "processes": 2,
+            "recipe": {
+                "batch": 8,
+                "patch": 96,
+                "lr": 0.0005,
+                "shared_warmup": 0.0,
+                "procedural_rain": 0.5,
+                "misroute": 0.2,
+            },
             "router": {"method": "fit"},
         },
         "evaluation": {
@@ -70,7 +78,10 @@ def test_model_card_lists_every_stage_of_a_warm_started_run() -> None:
     assert "in 2 stage(s)" in card
     assert "stage 1: " in card and "4312 steps" in card and "60 min" in card and "until step 2512" in card
     assert "stage 2 (warm start" in card and "9000 steps" in card and "123 min" in card
-    assert "--patch 96" in card and "--procedural-rain 0.5" in card
+    assert "--patch 96" in card and "--procedural-rain 0.5" in card and "--misroute 0.2" in card
+    # The DDP stage says how it was launched; the single-process stage does not.
+    assert card.count("torchrun --nproc-per-node 2") == 1 and "`edgerain train --model" in card
+    assert "--misroute" not in card.split("stage 2 (warm start")[0]
     # Above PReNet, the card does not claim a gap.
     assert "gap to PReNet" not in card
 
