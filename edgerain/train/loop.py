@@ -265,13 +265,17 @@ def _provenance(cfg: TrainConfig, step: int, source: TrainSource, extra: dict[st
     }
 
 
+_MISROUTE_STREAM = 0x4D52
+
+
 def misroute_labels(labels: Tensor, indices: list[int], fraction: float, seed: int, num_experts: int) -> Tensor:
     """Send a ``fraction`` of the pairs to a random expert for heavier rain than their label.
 
     On held-out synthetic rain, 25 of the trained router's 29 mistakes send a pair to an expert for
-    heavier rain, and an expert that never saw lighter rain over-smooths it (light rain through the
-    heavy expert loses 11 dB). Labels are classes ordered light to heavy; the heaviest class keeps
-    its expert. The choice is a pure function of (seed, sample index): resumed and DDP runs agree.
+    heavier rain, and an expert that never saw lighter rain over-smooths it (before this option,
+    light rain through the heavy expert lost 11 dB). Labels are classes ordered light to heavy; the
+    heaviest class keeps its expert. The choice is a pure function of (seed, sample index): resumed
+    and DDP runs agree.
     """
     if fraction <= 0:
         return labels
@@ -280,7 +284,9 @@ def misroute_labels(labels: Tensor, indices: list[int], fraction: float, seed: i
         heavier = num_experts - 1 - int(label)
         if heavier <= 0:
             continue
-        rng = np.random.default_rng((seed, index, 0x4D52))
+        # The synthetic stream draws sample ``index`` from [seed, index]; a third entry gives the
+        # routing draw its own stream, independent of the rain it is drawn for.
+        rng = np.random.default_rng([seed, index, _MISROUTE_STREAM])
         if rng.random() < fraction:
             out[j] = int(label) + 1 + int(rng.integers(heavier))
     return out
@@ -450,8 +456,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 first = step * cfg.batch + rank * per_rank
                 indices = list(range(first, first + per_rank))
                 rainy, clean, labels = make_batch(source, indices, cfg.patch)
-                if cfg.misroute:
-                    labels = misroute_labels(labels, indices, cfg.misroute, cfg.seed, num_experts)
+                labels = misroute_labels(labels, indices, cfg.misroute, cfg.seed, num_experts)
                 rainy, clean, labels = rainy.to(device), clean.to(device), labels.to(device)
                 if shared and "shared_expert_copied" not in extra:
                     labels = torch.zeros_like(labels)
