@@ -17,6 +17,7 @@ import torch
 from edgerain.data.io import expand_inputs, image_size, load_image_tensor, save_image
 from edgerain.errors import EdgerainError
 from edgerain.models.base import DerainModel
+from edgerain.tta import tta_views
 
 MIN_TILE = 32
 
@@ -91,13 +92,13 @@ def model_device(model: DerainModel) -> torch.device:
 
 
 def derain_file(
-    model: DerainModel, path: str | os.PathLike[str], tile: int | None = None, overlap: int = 32
+    model: DerainModel, path: str | os.PathLike[str], tile: int | None = None, overlap: int = 32, tta: str = "none"
 ) -> torch.Tensor:
     """Read one image and derain it: (1, 3, H, W) in [0, 1] on the CPU."""
     from edgerain.models.inference import derain_tensor
 
     x = load_image_tensor(path).to(model_device(model))
-    return derain_tensor(model, x, tile=tile, overlap=overlap).cpu()
+    return derain_tensor(model, x, tile=tile, overlap=overlap, tta=tta).cpu()
 
 
 def run_jobs(
@@ -121,9 +122,13 @@ def derain_paths(
     tile: int | None = None,
     overlap: int = 32,
     progress: bool = True,
+    tta: str = "none",
 ) -> list[Path]:
-    """Derain image files and folders into ``out_dir`` (PNG, mirrored stems); returns the written paths."""
+    """Derain image files and folders into ``out_dir`` (PNG, mirrored stems); returns the written paths.
+
+    ``tta``: self-ensemble mode (:data:`edgerain.tta.TTA_MODES`)."""
     check_tiling(tile, overlap)
+    tta_views(tta)
     jobs = plan_outputs(inputs, out_dir)
     model.eval()
-    return run_jobs(jobs, lambda src: derain_file(model, src, tile, overlap), progress)
+    return run_jobs(jobs, lambda src: derain_file(model, src, tile, overlap, tta), progress)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from edgerain.tta import TTA_HELP, tta_views
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -16,6 +18,7 @@ MODEL_HELP = "Network name (see `edgerain models`); default: the bundled default
 WEIGHTS_HELP = "Checkpoint (.safetensors) to load; it names its own network."
 TILE_HELP = "Run in square tiles of this side (pixels) for large images; default: whole image."
 OVERLAP_HELP = "Overlap between tiles in pixels (with --tile)."
+TTA_OPTION = typer.Option(help=TTA_HELP)
 DEVICE_HELP = "auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N."
 
 
@@ -68,6 +71,7 @@ def eval_command(
     overlap: Annotated[int, typer.Option(help=OVERLAP_HELP)] = 32,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    tta: Annotated[str, TTA_OPTION] = "none",
 ) -> None:
     """Y-channel PSNR/SSIM and RGB PSNR of a network on a paired folder, with the rainy input as baseline."""
     from rich.console import Console
@@ -80,6 +84,7 @@ def eval_command(
 
     # Check everything the user typed before the (slow) model is built.
     check_tiling(tile, overlap)
+    tta_views(tta)
     resolve_device(device)
     find_pairs(data)
     if save_images and out is None:
@@ -89,10 +94,11 @@ def eval_command(
     net, weights_label, trained = _load(model, weights, device)
     console = Console()
     result = evaluate(
-        net, data, out, save_images, tile, progress, overlap=overlap, weights=weights_label, trained=trained
+        net, data, out, save_images, tile, progress, overlap=overlap, weights=weights_label, trained=trained, tta=tta
     )
 
-    table = Table(title=f"{result.model} on {data} ({result.count} pairs)")
+    ensemble = f", self-ensemble {tta}" if tta != "none" else ""
+    table = Table(title=f"{result.model} on {data} ({result.count} pairs{ensemble})")
     table.add_column("")
     for col in ("PSNR-Y (dB)", "SSIM-Y", "PSNR-RGB (dB)", "s / image"):
         table.add_column(col, justify="right")
@@ -132,6 +138,7 @@ def derain(
         Path | None,
         typer.Option(help="Run an exported bundle (edgerain export) with ONNX Runtime instead.", readable=False),
     ] = None,
+    tta: Annotated[str, TTA_OPTION] = "none",
 ) -> None:
     """Derain image files and folders into OUT (one PNG per input, same name)."""
     from rich.console import Console
@@ -139,13 +146,14 @@ def derain(
     from edgerain.pipeline import check_tiling, derain_paths, plan_outputs, resolve_device
 
     check_tiling(tile, overlap)
+    tta_views(tta)
     if bundle is not None:  # the runtime room's path (edgerain.runtime, docs/runtime.md)
-        _derain_with_bundle(inputs, out, bundle, model, weights, tile, overlap, progress)
+        _derain_with_bundle(inputs, out, bundle, model, weights, tile, overlap, progress, tta)
         return
     resolve_device(device)
     plan_outputs(inputs, out)  # fail on bad inputs before the model is built
     net, _label, trained = _load(model, weights, device)
-    written = derain_paths(inputs, out, net, tile=tile, overlap=overlap, progress=progress)
+    written = derain_paths(inputs, out, net, tile=tile, overlap=overlap, progress=progress, tta=tta)
     console = Console()
     console.print(f"wrote {len(written)} image{'s' if len(written) != 1 else ''} to {out}")
     if not trained:
@@ -161,6 +169,7 @@ def _derain_with_bundle(
     tile: int | None,
     overlap: int,
     progress: bool,
+    tta: str,
 ) -> None:
     from rich.console import Console
 
@@ -171,7 +180,7 @@ def _derain_with_bundle(
         raise EdgerainError("--bundle runs the network stored in the bundle: drop --model/--weights")
     # Without --tile the bundle's own tiling (and overlap) applies.
     written = derain_paths_with_bundle(
-        inputs, out, bundle, tile=tile, overlap=overlap if tile is not None else None, progress=progress
+        inputs, out, bundle, tile=tile, overlap=overlap if tile is not None else None, progress=progress, tta=tta
     )
     Console().print(f"wrote {len(written)} image{'s' if len(written) != 1 else ''} to {out} (bundle {bundle})")
 

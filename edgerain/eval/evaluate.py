@@ -30,6 +30,7 @@ from edgerain.errors import EdgerainError
 from edgerain.eval.metrics import SSIM_WINDOW, psnr, ssim
 from edgerain.models.base import DerainModel
 from edgerain.pipeline import check_tiling, model_device
+from edgerain.tta import tta_views
 
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb")
 CONVENTIONS = (
@@ -67,6 +68,7 @@ class EvalResult:
     timing: dict[str, Any]
     tile: int | None
     overlap: int
+    tta: str = "none"  # self-ensemble mode (edgerain.tta)
     images: str | None = None  # the side-by-side folder under OUT when this run wrote one
 
     @property
@@ -85,6 +87,7 @@ class EvalResult:
             "timing": self.timing,
             "tile": self.tile,
             "overlap": self.overlap if self.tile else None,
+            "tta": self.tta,
             "images": self.images,
             "conventions": CONVENTIONS,
         }
@@ -140,9 +143,11 @@ def evaluate(
     overlap: int = 32,
     weights: str | None = None,
     trained: bool | None = None,
+    tta: str = "none",
 ) -> EvalResult:
     """Score ``model`` on every pair of ``data_dir``; write the CSV/JSON (and images) under ``out`` if given.
 
+    ``tta``: self-ensemble mode (:data:`edgerain.tta.TTA_MODES`), recorded in the summary.
     ``weights`` and ``trained`` only label the summary (``trained`` defaults to the model's provenance).
     """
     from tqdm import tqdm
@@ -151,6 +156,7 @@ def evaluate(
     from edgerain.models.inference import derain_tensor
 
     check_tiling(tile, overlap)
+    tta_views(tta)
     if save_images and out is None:
         raise EdgerainError("--save-images needs --out (the folder the images go to)")
     pairs = find_pairs(data_dir)
@@ -175,7 +181,7 @@ def evaluate(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
-            y = derain_tensor(model, x, tile=tile, overlap=overlap)
+            y = derain_tensor(model, x, tile=tile, overlap=overlap, tta=tta)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start
@@ -189,6 +195,7 @@ def evaluate(
                 save_image(stage / IMAGES_DIR / f"{pair.name}.png", side_by_side(rainy, pred, clean))
         result = _result(model, weights, trained if trained is not None else is_trained(model), data_dir, rows,
                          tile, overlap, device)  # fmt: skip
+        result.tta = tta
         if stage is not None:
             result.images = IMAGES_DIR if save_images else None
             _write_csv(stage / CSV_NAME, rows)

@@ -1,7 +1,8 @@
 """Whole-image and tiled inference.
 
 Large images run in overlapping tiles blended with a linear ramp; whole-image decisions (CLIP
-routing, the weather prior) are made once on the full image and shared by every tile.
+routing, the weather prior) are made once on the full image and shared by every tile, and by
+every mirrored view of a self-ensemble (:mod:`edgerain.tta`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor
 
 from edgerain.models.base import DerainModel
+from edgerain.tta import self_ensemble, tta_views
 
 
 def _ramp(n: int, overlap: int, at_start: bool, at_end: bool, device: torch.device) -> Tensor:
@@ -40,14 +42,28 @@ def _starts(size: int, tile: int, overlap: int) -> list[int]:
 
 
 @torch.no_grad()
-def derain_tensor(model: DerainModel, x: Tensor, tile: int | None = None, overlap: int = 32) -> Tensor:
-    """Derain a batch (B, 3, H, W) in [0, 1]. ``tile``: side of square tiles (``None``: whole image)."""
+def derain_tensor(
+    model: DerainModel, x: Tensor, tile: int | None = None, overlap: int = 32, tta: str = "none"
+) -> Tensor:
+    """Derain a batch (B, 3, H, W) in [0, 1]. ``tile``: side of square tiles (``None``: whole image);
+    ``tta``: self-ensemble mode (:data:`edgerain.tta.TTA_MODES`)."""
     model.eval()
-    if tile is None or (x.shape[-2] <= tile and x.shape[-1] <= tile):
+    views = tta_views(tta)
+    # The tile side when the image needs tiling at all, else None.
+    side = tile if tile is not None and (x.shape[-2] > tile or x.shape[-1] > tile) else None
+    if side is None and len(views) == 1:
         return model(x)
-    if overlap * 2 >= tile:
-        raise ValueError(f"overlap {overlap} must be less than half the tile size {tile}")
-    context = model.global_context(x)
+    if side is not None and overlap * 2 >= side:
+        raise ValueError(f"overlap {overlap} must be less than half the tile size {side}")
+    context = model.global_context(x)  # decided once, on the unflipped whole image
+
+    def run(view: Tensor) -> Tensor:
+        return model(view, context) if side is None else _tiled(model, view, context, side, overlap)
+
+    return self_ensemble(run, x, tta, lambda t, axes: t.flip(axes))
+
+
+def _tiled(model: DerainModel, x: Tensor, context: object, tile: int, overlap: int) -> Tensor:
     _B, _C, H, W = x.shape
     out = torch.zeros_like(x)
     weight = torch.zeros((1, 1, H, W), device=x.device, dtype=x.dtype)

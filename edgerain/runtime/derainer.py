@@ -7,9 +7,10 @@ overlapping tiles, blended, cropped and clamped.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from edgerain.runtime import imageio
 from edgerain.runtime.backends import GraphRunner, OrtRunner, TorchModelRunner, TrtRunner
 from edgerain.runtime.processing import run_tiled
 from edgerain.runtime.spec import RuntimeSpec, load_spec
+from edgerain.tta import self_ensemble, tta_views
 
 log = logging.getLogger("edgerain.runtime")
 
@@ -34,7 +36,8 @@ class Derainer:
     >>> clean = d(rainy_uint8_hwc)                 # same type, shape and dtype back
     >>> d = Derainer(model="clip-rpn-edge", weights="ckpt.safetensors", backend="torch")
 
-    ``tile``/``overlap`` override the bundle's tiling (``tile=0`` disables it).
+    ``tile``/``overlap`` override the bundle's tiling (``tile=0`` disables it). ``tta`` averages
+    over mirrored views (:mod:`edgerain.tta`), with the routing decided once on the unflipped image.
     """
 
     def __init__(
@@ -52,9 +55,12 @@ class Derainer:
         overlap: int | None = None,
         threads: int | None = None,
         verify_hashes: bool = True,
+        tta: str = "none",
     ) -> None:
         if backend not in BACKENDS:
             raise EdgerainError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+        tta_views(tta)
+        self.tta = tta
         self.backend = backend
         self.spec: RuntimeSpec | None = None
         self.runner: GraphRunner
@@ -105,16 +111,21 @@ class Derainer:
         context = runner.context(x) if self.context_kind is not None else None
         self.last_scores = context if self.context_kind == "router" else None
 
-        def tiled(index: int, ctx: np.ndarray | None) -> np.ndarray:
-            return run_tiled(lambda t: runner.main(index, t, ctx), x, self.pad_multiple, self.tile, self.overlap)
+        def on_tiles(index: int, ctx: np.ndarray | None, view: np.ndarray) -> np.ndarray:
+            return run_tiled(lambda t: runner.main(index, t, ctx), view, self.pad_multiple, self.tile, self.overlap)
 
+        run: Callable[[np.ndarray], np.ndarray]
         if self.context_kind != "router":
-            return tiled(0, context)
-        assert context is not None
-        scores = context.reshape(-1)
-        if self.routing_rule == "hard-top1":
-            return tiled(int(np.argmax(scores)), None)
-        return self._soft_mix(x, scores)
+            run = functools.partial(on_tiles, 0, context)
+        else:
+            assert context is not None
+            scores = context.reshape(-1)
+            if self.routing_rule == "hard-top1":
+                run = functools.partial(on_tiles, int(np.argmax(scores)), None)
+            else:
+                run = functools.partial(self._soft_mix, scores=scores)
+        # Mirrored views share the routing and context decided above on the unflipped image.
+        return self_ensemble(run, x, self.tta, lambda a, axes: np.ascontiguousarray(np.flip(a, axes)))
 
     def _soft_mix(self, x: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Soft routing: every expert runs and their unclamped outputs are mixed by the scores."""
@@ -187,6 +198,7 @@ class Derainer:
 
     def describe(self) -> dict[str, Any]:
         info = {"model": self.name, "pad_multiple": self.pad_multiple, "tile": self.tile, "overlap": self.overlap}
+        info["tta"] = self.tta
         info["context"] = self.context_kind
         info["routing"] = self.routing_rule
         return {**info, **self.runner.describe()}
@@ -211,6 +223,7 @@ def derain_paths_with_bundle(
     tile: int | None = None,
     overlap: int | None = None,
     progress: bool = True,
+    tta: str = "none",
 ) -> list[Path]:
     """Derain image files and folders with a bundle into ``out_dir`` (PNG, same stem); returns the outputs.
 
@@ -227,7 +240,7 @@ def derain_paths_with_bundle(
     if tile:
         check_tiling(tile, overlap if overlap is not None else 32)
     jobs = plan_outputs(inputs, out_dir)  # fail on bad inputs before any session is built
-    derainer = Derainer(bundle, backend=backend, tile=tile, overlap=overlap)
+    derainer = Derainer(bundle, backend=backend, tile=tile, overlap=overlap, tta=tta)
 
     def one(src: Path) -> torch.Tensor:
         x = load_image(src).transpose(2, 0, 1)[None]

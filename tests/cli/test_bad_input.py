@@ -67,6 +67,14 @@ def test_derain_bad_image_among_good_ones_writes_nothing(tmp_path, good_png, cap
     _assert_clean_failure(capsys, ["derain", str(folder), "-o", str(out), "--model", "rdmc-tiny"], out, "b.png")
 
 
+@pytest.mark.parametrize("bundle", [False, True])
+def test_derain_unknown_self_ensemble_mode(bundle, tmp_path, good_png, capsys):
+    out = tmp_path / "out"
+    source = ["--bundle", str(tmp_path / "no_bundle")] if bundle else ["--model", "rdmc-tiny"]
+    argv = ["derain", str(good_png), "-o", str(out), *source, "--tta", "flip", "--no-progress"]
+    _assert_clean_failure(capsys, argv, out, "unknown --tta 'flip'; choose one of none, x2, x4")
+
+
 def test_unreadable_file(tmp_path, good_png, capsys, monkeypatch):
     good_png.chmod(0)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -156,6 +164,7 @@ def test_eval_bad_options(pair_folder, tmp_path, capsys):
     _assert_clean_failure(capsys, [*base, "--save-images"], out, "--save-images needs --out")
     _assert_clean_failure(capsys, [*base, "--tile", "8"], out, "--tile must be at least")
     _assert_clean_failure(capsys, [*base, "--tile", "64", "--overlap", "32"], out, "less than half")
+    _assert_clean_failure(capsys, [*base, "--tta", "x3"], out, "unknown --tta 'x3'")
     _assert_clean_failure(capsys, ["eval", "--data", str(tmp_path / "nowhere")], out, "does not exist")
     (tmp_path / "file").write_text("x")
     _assert_clean_failure(capsys, [*base, "--out", str(tmp_path / "file")], out, "not a folder")

@@ -51,6 +51,18 @@ def test_derain_tiled_matches_api(images, checkpoint, tmp_path, capsys):
     np.testing.assert_array_equal(load_image(out / "b.png"), quantize_8bit(derain_tensor(model, x, tile=32, overlap=8)))
 
 
+@pytest.mark.parametrize("tta", ["x2", "x4"])
+def test_derain_self_ensemble_matches_api(images, checkpoint, tmp_path, capsys, tta):
+    out = tmp_path / "out"
+    args = ["derain", str(images / "b.png"), "-o", str(out), "--weights", str(checkpoint), "--no-progress"]
+    assert main([*args, "--tta", tta]) == 0
+    model = load_checkpoint(checkpoint)
+    x = load_image_tensor(images / "b.png")
+    expected = quantize_8bit(derain_tensor(model, x, tta=tta))
+    np.testing.assert_array_equal(load_image(out / "b.png"), expected)
+    assert not np.array_equal(expected, quantize_8bit(derain_tensor(model, x)))
+
+
 def test_derain_progress_bar(images, tmp_path, capsys):
     assert main(["derain", str(images / "a.png"), "-o", str(tmp_path / "out"), "--model", "rdmc-tiny"]) == 0
     captured = capsys.readouterr()

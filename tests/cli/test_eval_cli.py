@@ -38,6 +38,34 @@ def test_eval_tiny_model(pair_folder, tmp_path, capsys):
     assert float(rows[0]["input_ssim_y"]) == pytest.approx(ssim(first_rainy, first_clean), abs=1e-5)
     assert f"{summary['input']['psnr_y']:.2f}" in captured.out
     assert not (out / "images").exists() and summary["images"] is None
+    assert summary["tta"] == "none"
+
+
+def test_eval_self_ensemble_is_recorded(pair_folder, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = ["eval", "--model", "rdmc-tiny", "--data", str(pair_folder), "--no-progress", "--tta", "x2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "self-ensemble x2" in captured.out
+    rows, summary = _read(out)
+    assert summary["tta"] == "x2"
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "rdmc-tiny",
+                "--data",
+                str(pair_folder),
+                "--no-progress",
+                "--out",
+                str(tmp_path / "plain"),
+            ]
+        )
+        == 0
+    )
+    plain, _ = _read(tmp_path / "plain")
+    assert [r["psnr_y"] for r in rows] != [r["psnr_y"] for r in plain]
 
 
 def test_eval_default_model_with_images(pair_folder, tmp_path, capsys):

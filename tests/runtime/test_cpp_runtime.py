@@ -84,6 +84,22 @@ def test_cpp_tile_option_matches_python(infer: Path, case, tmp_path: Path) -> No
     assert np.abs(a - b).max() <= 1
 
 
+@pytest.mark.parametrize(("name", "tta"), [("rpn-hard", "x2"), ("rpn-soft-tiled", "x4"), ("weather", "x4")])
+def test_cpp_self_ensemble_matches_python(infer: Path, case, tmp_path: Path, name: str, tta: str) -> None:
+    from PIL import Image
+
+    _, bundle = case(name)
+    src = _png(tmp_path / "in.png", _rgb(45, 58, seed=5))
+    plain = np.asarray(Image.open(Derainer(bundle).derain_file(src, tmp_path / "plain.png"))).astype(int)
+    py_out = Derainer(bundle, tta=tta).derain_file(src, tmp_path / "py.png")
+    res = _run(infer, bundle, src, tmp_path / "cpp.png", "--tta", tta)
+    assert res.returncode == 0, res.stderr
+    a = np.asarray(Image.open(py_out)).astype(int)
+    b = np.asarray(Image.open(tmp_path / "cpp.png")).astype(int)
+    assert np.abs(a - b).max() <= 1
+    assert np.abs(a - plain).max() > 1  # the mirrored views changed the result: the option was applied
+
+
 def _assert_one_line_error(res: subprocess.CompletedProcess[str], needle: str, out: Path) -> None:
     assert res.returncode != 0
     lines = res.stderr.strip().splitlines()
@@ -110,6 +126,7 @@ def test_cpp_bad_inputs(infer: Path, case, tmp_path: Path) -> None:
     (broken / "main_0.onnx").unlink()
     _assert_one_line_error(_run(infer, broken, good, out), "main_0.onnx is missing", out)
     _assert_one_line_error(_run(infer, bundle, good, out, "--tile", "x"), "--tile", out)
+    _assert_one_line_error(_run(infer, bundle, good, out, "--tta", "x3"), "unknown --tta 'x3'", out)
     _assert_one_line_error(_run(infer, bundle, good, out, "--ort-lib", tmp_path / "libnothing.so"), "ONNX Runtime", out)
     assert _run(infer, bundle, good, out).returncode == 0 and out.exists()
 

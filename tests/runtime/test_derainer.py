@@ -24,9 +24,9 @@ def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip(base + 0.1 * g.standard_normal((h, w, 3)), 0, 1).astype(np.float32)
 
 
-def _reference(model, img: np.ndarray, tile: int | None = None, overlap: int = 32) -> np.ndarray:
+def _reference(model, img: np.ndarray, tile: int | None = None, overlap: int = 32, tta: str = "none") -> np.ndarray:
     x = torch.from_numpy(img.transpose(2, 0, 1))[None]
-    return derain_tensor(model, x, tile=tile, overlap=overlap)[0].numpy().transpose(1, 2, 0)
+    return derain_tensor(model, x, tile=tile, overlap=overlap, tta=tta)[0].numpy().transpose(1, 2, 0)
 
 
 @pytest.mark.parametrize("name", ["rpn-hard", "rpn-soft-tiled", "weather", "fclip", "rdmc"])
@@ -51,6 +51,20 @@ def test_tiled_bundle_matches_tiled_pytorch(case) -> None:
     assert np.abs(d(img) - ref).max() <= d.spec.tolerance
     whole = Derainer(bundle, tile=0)(img)
     assert np.abs(whole - ref).max() > 1e-4  # tiling really happened (the outputs differ at seams)
+
+
+@pytest.mark.parametrize(("name", "tta"), [("rpn-hard", "x2"), ("rpn-soft-tiled", "x4"), ("weather", "x2")])
+def test_self_ensemble_matches_pytorch(case, name: str, tta: str) -> None:
+    model, bundle = case(name)
+    img = _image(37, 50, seed=4)
+    d = Derainer(bundle, tta=tta)
+    got = d(img)
+    ref = _reference(model, img, tile=d.tile, overlap=d.overlap, tta=tta)
+    assert np.abs(got - ref).max() <= d.spec.tolerance
+    assert np.abs(got - Derainer(bundle)(img)).max() > 1e-4  # the views changed the result
+    assert d.describe()["tta"] == tta
+    with pytest.raises(EdgerainError, match="unknown --tta"):
+        Derainer(bundle, tta="mirror")
 
 
 def test_routing_follows_the_router(case) -> None:

@@ -166,6 +166,7 @@ Derainer::Derainer(const std::string& bundle, const Options& options) {
   spec_ = load_bundle(bundle, options.verify_hashes);
   tile_ = options.tile.value_or(spec_.tile);
   overlap_ = options.overlap.value_or(spec_.overlap);
+  tta_views_ = tta_view_count(options.tta);
   if (tile_ > 0 && 2 * overlap_ >= tile_) {
     throw Error("tiling overlap " + std::to_string(overlap_) + " must be less than half the tile size " +
                 std::to_string(tile_));
@@ -272,29 +273,51 @@ Image Derainer::run(const Image& input) {
   std::optional<ContextValue> ctx;
   if (impl.context) ctx = impl.run_context(input);
   const int multiple = spec_.pad_multiple;
+  // One view through the network: the main graph(s) chosen by the context, tiled and blended.
+  std::function<Image(const Image&)> one;
   if (spec_.context_kind != "router") {
     const ContextValue* c = ctx ? &*ctx : nullptr;
-    return run_tiled([&](const Image& t) { return impl.run_main(0, t, c); }, input, multiple, tile_, overlap_);
-  }
-  last_scores_ = ctx->data;
-  if (last_scores_.size() != impl.mains.size()) {
-    throw Error("the router scores " + std::to_string(last_scores_.size()) + " experts but the bundle has " +
-                std::to_string(impl.mains.size()));
-  }
-  if (spec_.routing_rule == "hard-top1") {
-    const size_t best = static_cast<size_t>(
-        std::distance(last_scores_.begin(), std::max_element(last_scores_.begin(), last_scores_.end())));
-    return run_tiled([&](const Image& t) { return impl.run_main(best, t, nullptr); }, input, multiple, tile_, overlap_);
-  }
-  auto mixed = [&](const Image& t) {
-    Image out(t.width, t.height);
-    for (size_t e = 0; e < impl.mains.size(); ++e) {
-      const Image y = impl.run_main(e, t, nullptr);
-      for (size_t i = 0; i < out.data.size(); ++i) out.data[i] += last_scores_[e] * y.data[i];
+    one = [&, c](const Image& view) {
+      return run_tiled([&](const Image& t) { return impl.run_main(0, t, c); }, view, multiple, tile_, overlap_);
+    };
+  } else {
+    last_scores_ = ctx->data;
+    if (last_scores_.size() != impl.mains.size()) {
+      throw Error("the router scores " + std::to_string(last_scores_.size()) + " experts but the bundle has " +
+                  std::to_string(impl.mains.size()));
     }
-    return out;
-  };
-  return run_tiled(mixed, input, multiple, tile_, overlap_);
+    if (spec_.routing_rule == "hard-top1") {
+      const size_t best = static_cast<size_t>(
+          std::distance(last_scores_.begin(), std::max_element(last_scores_.begin(), last_scores_.end())));
+      one = [&, best](const Image& view) {
+        return run_tiled([&](const Image& t) { return impl.run_main(best, t, nullptr); }, view, multiple, tile_,
+                         overlap_);
+      };
+    } else {
+      auto mixed = [&](const Image& t) {
+        Image out(t.width, t.height);
+        for (size_t e = 0; e < impl.mains.size(); ++e) {
+          const Image y = impl.run_main(e, t, nullptr);
+          for (size_t i = 0; i < out.data.size(); ++i) out.data[i] += last_scores_[e] * y.data[i];
+        }
+        return out;
+      };
+      one = [&, mixed](const Image& view) { return run_tiled(mixed, view, multiple, tile_, overlap_); };
+    }
+  }
+  // Self-ensemble (edgerain/tta.py): the mirrored views share the routing decided above on the
+  // unflipped image; outputs are summed in the Python order and divided once.
+  static constexpr bool kMirror[4][2] = {{false, false}, {true, false}, {false, true}, {true, true}};
+  Image total = one(input);
+  for (int v = 1; v < tta_views_; ++v) {
+    const bool lr = kMirror[v][0], tb = kMirror[v][1];
+    const Image y = flip(one(flip(input, lr, tb)), lr, tb);
+    for (size_t i = 0; i < total.data.size(); ++i) total.data[i] += y.data[i];
+  }
+  if (tta_views_ > 1) {
+    for (float& v : total.data) v /= static_cast<float>(tta_views_);
+  }
+  return total;
 }
 
 }  // namespace edgerain

@@ -70,4 +70,27 @@ std::vector<float> blend_ramp(int n, int overlap, bool at_start, bool at_end) {
   return w;
 }
 
+Image flip(const Image& x, bool left_right, bool top_bottom) {
+  Image out(x.width, x.height);
+  for (int c = 0; c < 3; ++c) {
+    const float* src = x.plane(c);
+    float* dst = out.plane(c);
+    for (int y = 0; y < x.height; ++y) {
+      const int sy = top_bottom ? x.height - 1 - y : y;
+      for (int xx = 0; xx < x.width; ++xx) {
+        const int sx = left_right ? x.width - 1 - xx : xx;
+        dst[static_cast<size_t>(y) * x.width + xx] = src[static_cast<size_t>(sy) * x.width + sx];
+      }
+    }
+  }
+  return out;
+}
+
+int tta_view_count(const std::string& mode) {
+  if (mode == "none") return 1;
+  if (mode == "x2") return 2;
+  if (mode == "x4") return 4;
+  throw Error("unknown --tta '" + mode + "'; choose one of none, x2, x4");
+}
+
 }  // namespace edgerain

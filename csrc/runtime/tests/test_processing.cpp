@@ -50,6 +50,21 @@ int main() {
   CHECK(r[0] == 1.0f && r[31] == 1.0f && r[39] == 0.0f && r[38] == 0.0f);
   CHECK(std::fabs(r[37] - 1.0f / 7.0f) < 1e-7f);
 
+  // Mirrors: left-right reverses columns, top-bottom rows; each is its own inverse.
+  const Image lr = flip(x, true, false), tb = flip(x, false, true), both = flip(x, true, true);
+  CHECK(lr.plane(1)[0] == x.plane(1)[2] && lr.plane(1)[3] == x.plane(1)[5]);
+  CHECK(tb.plane(2)[0] == x.plane(2)[3] && tb.plane(2)[5] == x.plane(2)[2]);
+  CHECK(both.plane(0)[0] == x.plane(0)[5]);
+  CHECK(flip(lr, true, false).data == x.data && flip(both, true, true).data == x.data);
+  CHECK(tta_view_count("none") == 1 && tta_view_count("x2") == 2 && tta_view_count("x4") == 4);
+  bool refused = false;
+  try {
+    tta_view_count("x8");
+  } catch (const Error&) {
+    refused = true;
+  }
+  CHECK(refused);
+
   // 8-bit encoding rounds half up and clamps.
   CHECK(to_u8(0.5f / 255.0f) == 1);
   CHECK(to_u8(-0.2f) == 0 && to_u8(1.7f) == 255);

@@ -9,9 +9,10 @@
 namespace {
 
 const char* kUsage =
-    "usage: edgerain-infer BUNDLE INPUT OUTPUT [--tile N] [--overlap N] [--threads N] [--ort-lib PATH]\n"
-    "                      [--no-verify] [--verbose]\n"
+    "usage: edgerain-infer BUNDLE INPUT OUTPUT [--tile N] [--overlap N] [--tta none|x2|x4] [--threads N]\n"
+    "                      [--ort-lib PATH] [--no-verify] [--verbose]\n"
     "Derains INPUT (8-bit PNG/JPEG/BMP, RGB or grayscale) with the bundle and writes OUTPUT as PNG.\n"
+    "--tta averages over mirrored views (x2: left-right, x4: and top-bottom) at 2x / 4x the time.\n"
     "ONNX Runtime is loaded from --ort-lib, $EDGERAIN_ORT_LIB, the build's default, or the library path.\n";
 
 int parse_int(const std::string& flag, const char* value) {
@@ -40,6 +41,9 @@ int main(int argc, char** argv) {
         options.tile = parse_int(arg, value());
       } else if (arg == "--overlap") {
         options.overlap = parse_int(arg, value());
+      } else if (arg == "--tta") {
+        options.tta = value();
+        edgerain::tta_view_count(options.tta);  // a bad mode fails before the image is read
       } else if (arg == "--threads") {
         options.threads = parse_int(arg, value());
       } else if (arg == "--ort-lib") {

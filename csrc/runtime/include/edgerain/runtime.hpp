@@ -42,6 +42,10 @@ Image pad_reflect_else_replicate(const Image& x, int multiple);
 Image crop(const Image& x, int x0, int y0, int w, int h);
 std::vector<int> tile_starts(int size, int tile, int overlap);
 std::vector<float> blend_ramp(int n, int overlap, bool at_start, bool at_end);
+// The image mirrored left-right and/or top-bottom.
+Image flip(const Image& x, bool left_right, bool top_bottom);
+// Views of a self-ensemble mode (edgerain/tta.py): "none" 1, "x2" 2, "x4" 4; Error otherwise.
+int tta_view_count(const std::string& mode);
 
 // ---- the bundle -------------------------------------------------------------------------------
 struct BundleSpec {
@@ -65,6 +69,7 @@ struct Options {
   int threads = 0;          // 0: ONNX Runtime's default
   std::optional<int> tile;  // overrides the bundle (0 disables tiling)
   std::optional<int> overlap;
+  std::string tta = "none";  // self-ensemble: none, x2 (+ left-right mirror), x4 (+ top-bottom, both)
   bool verify_hashes = true;
   bool verbose = false;
 };
@@ -89,6 +94,7 @@ class Derainer {
   BundleSpec spec_;
   int tile_ = 0;
   int overlap_ = 32;
+  int tta_views_ = 1;
   std::vector<float> last_scores_;
 };
 
