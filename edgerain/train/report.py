@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgerain.tta import tta_views
+
 
 def git_commit() -> str | None:
     try:
@@ -130,16 +132,31 @@ def model_card(report: dict[str, Any]) -> str:
         "",
         "## Measured (Y-channel PSNR / SSIM, BT.601, 8-bit output; `python -m edgerain.train.report`)",
         "",
-        "| folder | pairs | rainy input | this model | PReNet (released weights) |",
-        "|---|---|---|---|---|",
     ]
+    modes = sorted({m for ev in report["evaluation"].values() for m in ev.get("self_ensemble", {})})
+    lines += [
+        "| folder | pairs | rainy input | this model | "
+        + "".join(f"`--tta {m}` ({len(tta_views(m))}x time) | " for m in modes)
+        + "PReNet (released weights) |",
+        "|---|---|---|---|" + "---|" * len(modes) + "---|",
+    ]
+
+    def cell(scores: dict[str, float] | None) -> str:
+        return f"{scores['psnr_y']:.2f} dB / {scores['ssim_y']:.3f}" if scores else "n/a"
+
     for name, ev in report["evaluation"].items():
         ref = PRENET.get(name)
         ref_s = f"{ref[0]:.2f} dB / {ref[1]:.3f}" if ref else "n/a"
+        tta_cells = "".join(f"{cell(ev.get('self_ensemble', {}).get(m))} | " for m in modes)
         lines.append(
-            f"| {name} | {ev['pairs']} | {ev['rainy_input']['psnr_y']:.2f} dB / {ev['rainy_input']['ssim_y']:.3f} | "
-            f"**{ev['model']['psnr_y']:.2f} dB / {ev['model']['ssim_y']:.3f}** | {ref_s} |"
+            f"| {name} | {ev['pairs']} | {cell(ev['rainy_input'])} | **{cell(ev['model'])}** | {tta_cells}{ref_s} |"
         )
+    if modes:
+        lines += [
+            "",
+            "`--tta`: the self-ensemble of `edgerain derain`/`eval` (mirrored views averaged, docs/derain.md); "
+            "the other columns are single-pass.",
+        ]
     lines += ["", "Routing of the benchmark images (hard top-1):", ""]
     for name, ev in report["evaluation"].items():
         if ev.get("routing"):
@@ -247,9 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--real", default="", help="comma-separated real-internet/rain file names")
     ap.add_argument("--limit", type=int, default=None, help="first N pairs per set (quick look)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tta", default="", help="comma-separated self-ensemble modes to score too, e.g. x2,x4")
     ap.add_argument("--ship", type=Path, default=None, help="also write the checkpoint here, metrics in its provenance")
     ap.add_argument("--model-card", type=Path, default=None, help="write MODEL_CARD.md from the measurements")
     args = ap.parse_args(argv)
+    tta_modes = [m for m in args.tta.split(",") if m]
+    for mode in tta_modes:
+        tta_views(mode)
 
     torch.set_num_threads(args.threads)
     model = load_checkpoint(args.weights)
@@ -289,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
             "rainy_input": {k: round(v, 4) for k, v in res.input_means.items()},
             "routing": routing_counts(model, folder / "rain", args.limit),
         }
+        if tta_modes:
+            report["evaluation"][name]["self_ensemble"] = {
+                mode: {k: round(v, 4) for k, v in evaluate(model, folder_eval, progress=False, tta=mode).means.items()}
+                for mode in tta_modes
+            }
         print(name, report["evaluation"][name], flush=True)
     report["cpu_latency_480x320"] = [cpu_latency(model, threads=t) for t in sorted({1, args.threads})]
     if args.side_by_side and args.real:

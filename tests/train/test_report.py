@@ -34,6 +34,11 @@ def test_model_card_carries_the_measured_numbers() -> None:
     assert "**no**" in card and "2400 steps" in card and "median 4.20 s" in card
     assert "expert 0 x30, expert 2 x15" in card and "`abc123`" in card
     assert "research-use" in card
+    assert "--tta" not in card  # no self-ensemble column unless it was measured
+    report["evaluation"]["rain100l"]["self_ensemble"] = {"x2": {"psnr_y": 28.456, "ssim_y": 0.9034}}
+    card = model_card(report)
+    assert "| `--tta x2` (2x time) |" in card
+    assert "| **28.12 dB / 0.901** | 28.46 dB / 0.903 | 37.66 dB / 0.980 |" in card
 
 
 def test_model_card_lists_every_stage_of_a_warm_started_run() -> None:
