@@ -44,7 +44,7 @@ cpp: install
 bench-quant: install
 	nice -n 15 $(BIN)/python bench/quant.py
 
-# Re-train the bundled default network from its recipe (about 7 hours on a 2-core CPU: four training
+# Re-train the bundled default network from its recipe (about 9 hours on a 2-core CPU: five training
 # stages and the router; see MODEL_CARD.md).
 train-default: install
 	RUN=runs/default bash scripts/train_default.sh

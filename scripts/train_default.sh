@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the bundled default checkpoint (edgerain/weights/default.safetensors): four training
+# Reproduces the bundled default checkpoint (edgerain/weights/default.safetensors): five training
 # stages and a router stage.
 #
 # clip-rpn-edge, random CLIP (router calibrated on synthetic labels), trained on pairs synthesised on
@@ -13,6 +13,8 @@
 #            to an expert for heavier rain (--misroute 0.2: the router's usual mistake, which the
 #            experts now tolerate); two single-thread DDP processes (torchrun, gloo) with 4 pairs
 #            each: on a 2-core host 2.2x the pairs per second of one process (95 min).
+#   stage 5: warm start from stage 4, another seed, the same misrouting, peak learning rate 2e-4
+#            (a smaller restart of the cosine schedule), two DDP processes (100 min).
 #   router:  `edgerain calibrate-router` trains the random CLIP tower + a linear head on labelled
 #            synthetic rain, weighing each routing mistake by the PSNR it costs (about 25 min).
 # CPU runs under `nice`, one thread per process; every stage is resumable: run the script again with RESUME=1.
@@ -29,6 +31,7 @@ STAGE1_MIN=${STAGE1_MIN:-60}
 STAGE2_MIN=${STAGE2_MIN:-123}
 STAGE3_MIN=${STAGE3_MIN:-115}
 STAGE4_MIN=${STAGE4_MIN:-95}
+STAGE5_MIN=${STAGE5_MIN:-100}
 EDGERAIN=${EDGERAIN:-.venv/bin/edgerain}
 TORCHRUN=${TORCHRUN:-.venv/bin/torchrun}
 mkdir -p "$RUN"
@@ -77,9 +80,10 @@ warm_stage() {
 warm_stage stage2 stage1 "$STAGE2_MIN" 5e-4 1 500
 warm_stage stage3 stage2 "$STAGE3_MIN" 3e-4 2 1000
 warm_stage stage4 stage3 "$STAGE4_MIN" 3e-4 3 1000 2 0.2
+warm_stage stage5 stage4 "$STAGE5_MIN" 2e-4 4 1000 2 0.2
 
 # The router only matters at inference (the experts train with label-forced routing): fit it last.
 [[ -f "$RUN/default.safetensors" ]] ||
-  nice -n 10 "$EDGERAIN" calibrate-router "$RUN/stage4/last.safetensors" --out "$RUN/default.safetensors" \
+  nice -n 10 "$EDGERAIN" calibrate-router "$RUN/stage5/last.safetensors" --out "$RUN/default.safetensors" \
     --procedural-rain 0.5 --steps 1500 --per-class 1500 --regret-weight 0.2 --threads 1
 echo "trained: $RUN/default.safetensors (measure and ship: python -m edgerain.train.report --help)"
