@@ -1,7 +1,7 @@
 """Self-ensemble (test-time augmentation): derain flipped copies of an image and average them.
 
 A network's errors on an image and on its mirror image are partly independent, so the mean of the
-un-flipped outputs is closer to the clean image (about +0.2 dB Y-PSNR for ``x2`` and +0.3 dB for
+un-flipped outputs is closer to the clean image (about +0.2 dB Y-PSNR for ``x2`` and +0.25 dB for
 ``x4`` with the bundled default on held-out synthetic pairs, ``docs/derain.md``) at two or four
 times the time. Only mirrors are used, no transposes: rain falls from the top, and a transposed
 image has horizontal streaks that no network here was trained on.
