@@ -96,6 +96,9 @@ def train(
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for torch; 1 is fastest on a shared, busy CPU.")
     ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Processes that synthesise batches ahead of the step (0: none; use them on a GPU).")
+    ] = 0,
     amp: Annotated[bool, typer.Option(help="bf16 autocast on a CUDA GPU (ignored on the CPU).")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -132,6 +135,7 @@ def train(
         time_budget_minutes=time_budget_minutes,
         stop_after=stop_after,
         threads=threads,
+        workers=workers,
         amp=amp,
         progress=progress,
     )

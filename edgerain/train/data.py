@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -123,6 +124,53 @@ def make_batch(source: TrainSource, indices: list[int], patch: int) -> tuple[Ten
     rainy = torch.from_numpy(np.stack(rs)).permute(0, 3, 1, 2).contiguous()
     clean = torch.from_numpy(np.stack(cs)).permute(0, 3, 1, 2).contiguous()
     return rainy, clean, torch.tensor(ls, dtype=torch.long)
+
+
+class StepBatches(torch.utils.data.Dataset[tuple[Tensor, Tensor, Tensor]]):
+    """Step ``s``'s batch for one rank: samples ``s * batch + rank * per_rank`` onwards.
+
+    A map-style dataset over steps, so that worker processes can build batches ahead of the
+    training step while every batch stays the pure function of (seed, step, rank) that resuming and
+    DDP rely on: ``workers`` changes the speed, never the data.
+    """
+
+    def __init__(self, source: TrainSource, batch: int, per_rank: int, rank: int, patch: int) -> None:
+        self.source = source
+        self.batch = batch
+        self.per_rank = per_rank
+        self.rank = rank
+        self.patch = patch
+
+    def indices(self, step: int) -> list[int]:
+        first = step * self.batch + self.rank * self.per_rank
+        return list(range(first, first + self.per_rank))
+
+    def __getitem__(self, step: int) -> tuple[Tensor, Tensor, Tensor]:
+        return make_batch(self.source, self.indices(step), self.patch)
+
+    def iterate(
+        self, start: int, stop: int, workers: int, device: torch.device
+    ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """The batches of steps ``start`` .. ``stop - 1`` in order, built by ``workers`` processes."""
+        if workers == 0:
+            for step in range(start, stop):
+                yield self[step]
+            return
+        loader = torch.utils.data.DataLoader(
+            self,
+            batch_size=None,
+            sampler=range(start, stop),
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            prefetch_factor=4,
+            worker_init_fn=_one_thread_worker,
+        )
+        yield from loader
+
+
+def _one_thread_worker(_: int) -> None:
+    # Synthesis is numpy/PIL work on one core each; torch's intra-op pool would oversubscribe.
+    torch.set_num_threads(1)
 
 
 class ValidationSet:

@@ -119,6 +119,32 @@ def test_resume_reproduces_an_uninterrupted_run(train_root: Path, tmp_path: Path
     assert (tmp_path / "split" / "curve.png").stat().st_size > 0
 
 
+def test_batches_from_worker_processes_equal_in_process_batches(train_root: Path) -> None:
+    from edgerain.train.data import StepBatches
+
+    source = open_source(f"synth:{train_root}", seed=3, procedural=0.5)
+    batches = StepBatches(source, batch=4, per_rank=2, rank=1, patch=16)
+    assert batches.indices(5) == [22, 23]  # step 5, rank 1's half of samples 20..23
+    inline = list(batches.iterate(2, 6, workers=0, device=torch.device("cpu")))
+    pooled = list(batches.iterate(2, 6, workers=2, device=torch.device("cpu")))
+    assert len(inline) == len(pooled) == 4
+    for a, b in zip(inline, pooled, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not torch.equal(inline[0][0], inline[1][0])  # consecutive steps draw different crops
+
+
+def test_workers_change_the_speed_not_the_run(train_root: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    train(_cfg(train_root, tmp_path / "inline"))
+    torch.manual_seed(0)
+    train(_cfg(train_root, tmp_path / "pooled", workers=2))
+    inline = load_checkpoint(tmp_path / "inline" / "last.safetensors")
+    pooled = load_checkpoint(tmp_path / "pooled" / "last.safetensors")
+    assert state_dicts_equal(inline, pooled)
+    with pytest.raises(EdgerainError, match="--workers"):
+        train(_cfg(train_root, tmp_path / "bad", workers=-1))
+
+
 def test_shared_phase_checkpoints_are_complete_models(train_root: Path, tmp_path: Path) -> None:
     train(_cfg(train_root, tmp_path / "run", iters=4, shared_warmup=0.75, stop_after=2))
     model = load_checkpoint(tmp_path / "run" / "last.safetensors")
