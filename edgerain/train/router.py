@@ -126,13 +126,15 @@ def calibrate_router(model: Any, source: TrainSource, per_class: int, seed: int,
 
     size = 2 * model.router.image.image_size
     synth = _synth_of(source)
+    # The tower runs where the model is (a GPU during GPU training); the fit runs in float64 on the CPU.
+    device = model.router.prompt_embeddings.device
     feats, labels = [], []
     with torch.no_grad():
         for k, cls in enumerate(RAIN_CLASSES):
             for i in range(per_class):
                 rainy, _, _ = synth.pair(seed + 7919, k * 1_000_000 + i, size, rain_class=cls)
-                x = torch.from_numpy(rainy).permute(2, 0, 1).unsqueeze(0)
-                feats.append(model.router.image(x).float())
+                x = torch.from_numpy(rainy).permute(2, 0, 1).unsqueeze(0).to(device)
+                feats.append(model.router.image(x).float().cpu())
                 labels.append(k)
     e = torch.cat(feats).double()
     y = torch.tensor(labels)
@@ -157,7 +159,7 @@ def calibrate_router(model: Any, source: TrainSource, per_class: int, seed: int,
         weight = (w / sd[:, None]).t()  # (K, E): W z + b with z = (e - mu) / sd
         bias = b - (mu / sd) @ w
         model.set_router_head(weight.float(), bias.float())
-        pred = model.router.head(e.float()).argmax(-1)
+        pred = model.router.head(e.float().to(device)).argmax(-1).cpu()
         acc_tr = float((pred[tr] == y[tr]).float().mean())
         acc_val = float((pred[val] == y[val]).float().mean())
     return {
