@@ -32,9 +32,10 @@ from edgerain.triton_kernels import config as tile_config
 from edgerain.triton_kernels.config import pad_block
 
 TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-# Decoder shapes of the CLIP-RPN expert (head dim 32, window 8; UpDW 256->128 and 64->32).
+# Decoder shapes of the CLIP-RPN expert (head dim 32, window 8; UpDW 256->128, 128->64 and 64->32,
+# single pass) and a wide one that takes the chunked kernel (FCLIP-UNet's CLIP-RN50 features).
 MGCA_SHAPES = ((8, 32),)
-UPDW_SHAPES = ((256, 128), (64, 32))
+UPDW_SHAPES = ((256, 128), (128, 64), (64, 32), (1024, 256))
 
 
 @dataclasses.dataclass
@@ -52,6 +53,8 @@ def _signature(fn, ptr_dtype: str, constexprs: dict) -> dict[str, str]:  # type:
     for name in fn.arg_names:
         if name in constexprs:
             sig[name] = "constexpr"
+        elif name == "fold_ptr":  # updw's folded taps are fp32 whatever the activations
+            sig[name] = "*fp32"
         elif name.endswith("_ptr"):
             sig[name] = f"*{ptr_dtype}"
         elif name in ("scale", "eps"):
@@ -94,7 +97,7 @@ def check(
     ops: tuple[str, ...] = ("mgca", "updw"),
 ) -> list[Report]:
     from edgerain.triton_kernels.mgca import _mgca_fwd_kernel
-    from edgerain.triton_kernels.updw import _updw_fwd_kernel
+    from edgerain.triton_kernels.updw import _updw_fwd_kernel, _updw_fwd_single_pass_kernel
 
     reports = []
     for arch in archs:
@@ -119,8 +122,10 @@ def check(
                     params = dict(
                         BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, BLOCK_N=cfg.block_n, PRECISION=precision, UPCAST=False
                     )
-                    regs, spills = compile_kernel(_updw_fwd_kernel, arch, dtype, params, cfg.num_warps)
-                    reports.append(Report(f"updw {cin}->{cout}", arch, dtype, params, regs, spills))
+                    kernel = _updw_fwd_single_pass_kernel if cfg.single_pass else _updw_fwd_kernel
+                    regs, spills = compile_kernel(kernel, arch, dtype, params, cfg.num_warps)
+                    kind = "1-pass" if cfg.single_pass else "chunked"
+                    reports.append(Report(f"updw {cin}->{cout} {kind}", arch, dtype, params, regs, spills))
     return reports
 
 
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for r in check(tuple(args.arch), tuple(args.dtype), tuple(args.ops)):
         print(
-            f"sm_{r.arch} {r.dtype:5s} {r.kernel:14s} registers {r.registers:3d}  spills {r.spill_bytes:5d} B  {r.params}"
+            f"sm_{r.arch} {r.dtype:5s} {r.kernel:24s} registers {r.registers:3d}  spills {r.spill_bytes:5d} B  {r.params}"
         )
     return 0
 

@@ -23,6 +23,13 @@ class TileConfig:
     block_m: int = 32  # updw: low-resolution pixels per program (each yields 4 output pixels)
     block_n: int = 32  # updw: output channels per GEMM step
     block_k: int = 16  # updw: input channels per chunk (the GEMM's K step)
+    # updw: the whole channel row in one chunk (block_k >= Cin), each depthwise sum computed once;
+    # otherwise channel chunks of block_k, recomputed for the statistics and each GEMM step.
+    single_pass: bool = False
+
+
+# updw: widest input channel row the single-pass kernel holds in registers.
+UPDW_SINGLE_PASS_MAX_CIN = 256
 
 
 def pad_block(n: int) -> int:
@@ -66,11 +73,19 @@ def mgca_config(device: torch.device, window: int, head_dim: int, dtype: torch.d
 
 
 def updw_config(device: torch.device, cin: int, cout: int) -> TileConfig:
-    # Registers do not grow with Cin (channel chunks of block_k). Checked with ptxas (fp16, these
-    # tiles, 8 warps): no spills on sm_87 with block_n 32, a few bytes on sm_90 with block_n 64;
-    # 4 warps or 64-pixel tiles spill heavily. Each further block_n step over Cout recomputes the
-    # depthwise chunks, so block_n covers Cout where the registers allow.
     major, minor = device_arch(device)
+    if cin <= UPDW_SINGLE_PASS_MAX_CIN:
+        # Four phase sums of block_m x pad(Cin) fp32 live at once, and Triton issues the nine
+        # neighbour loads early. ptxas (sm_90, fp16, 8 warps): 200 registers and no spills up to
+        # Cin 128; Cin 256 spills ~600 bytes at the smallest tile tl.dot allows (16 pixels).
+        block_k = pad_block(cin)
+        block_m = 32 if block_k <= 64 else 16
+        block_n = min(pad_block(cout), 64 if block_k <= 128 else 32)
+        return TileConfig(num_warps=8, block_m=block_m, block_n=block_n, block_k=block_k, single_pass=True)
+    # Chunked kernel: registers do not grow with Cin (channel chunks of block_k). Checked with
+    # ptxas (fp16, these tiles, 8 warps): no spills on sm_87 with block_n 32, a few bytes on sm_90
+    # with block_n 64; 4 warps or 64-pixel tiles spill heavily. Each further block_n step over Cout
+    # recomputes the depthwise chunks, so block_n covers Cout where the registers allow.
     if major == 0:
         # Interpreter: few programs (each costs ~0.1 s whatever its size).
         return TileConfig(num_warps=4, block_m=32, block_n=pad_block(cout), block_k=16)

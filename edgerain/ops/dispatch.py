@@ -1,8 +1,8 @@
 """One dispatch point per fused op: pick a backend, say why others were skipped, run it.
 
 Choice: the ``backend=`` argument, else ``$EDGERAIN_OPS_BACKEND``, else ``auto``. ``auto`` takes
-the extension's CUDA kernels for CUDA tensors, then Triton for CUDA tensors, then the PyTorch
-reference. A forced backend that cannot serve an input raises :class:`MissingCapabilityError`
+Triton for CUDA tensors, then the extension's CUDA kernels, then the PyTorch reference (the order
+of ``BACKENDS``, chosen from H100 measurements). A forced backend that cannot serve an input raises :class:`MissingCapabilityError`
 naming the reason. While a model is being exported to ONNX or traced by TorchScript the reference
 always runs, so exported graphs contain plain ONNX ops and never an opaque custom op.
 

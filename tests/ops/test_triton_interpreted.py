@@ -77,5 +77,44 @@ def test_updw_several_tiles_and_gemm_steps():
     assert rel_error(out, updw_truth(*args)) < TOLERANCE[torch.float32]
 
 
+def test_updw_single_pass_several_tiles_and_output_steps():
+    # The single-pass kernel (whole channel row in registers) over several pixel tiles and several
+    # output-channel steps, every ring pixel included.
+    args = updw_inputs(1, 19, 40, 5, 7, torch.float32, seed=11)
+    out = poisoned((1, 40, 10, 14), torch.float32)
+    cfg = TileConfig(block_m=16, block_n=16, block_k=32, single_pass=True)
+    triton_updw.updw(*args, out=out, config=cfg)
+    assert rel_error(out, updw_truth(*args)) < TOLERANCE[torch.float32]
+    with pytest.raises(ValueError, match="block_k >= Cin"):
+        triton_updw.updw(*args, config=TileConfig(block_m=16, block_n=16, block_k=16, single_pass=True))
+
+
+def test_updw_config_takes_the_single_pass_kernel_up_to_its_channel_limit():
+    from edgerain.triton_kernels.config import UPDW_SINGLE_PASS_MAX_CIN, updw_config
+
+    cpu = torch.device("cpu")
+    wide = updw_config(cpu, UPDW_SINGLE_PASS_MAX_CIN, 128)
+    assert wide.single_pass and wide.block_k >= UPDW_SINGLE_PASS_MAX_CIN
+    assert not updw_config(cpu, UPDW_SINGLE_PASS_MAX_CIN + 1, 128).single_pass
+
+
+def test_folded_taps_reproduce_the_interior_stencil():
+    # Interior weights of phase (0, 0): bilinear x2 then the 3x3 taps, folded onto x's 3x3
+    # neighbourhood, must equal the upsample-then-convolve result at an interior pixel.
+    torch.manual_seed(0)
+    cin = 3
+    dw = torch.randn(cin, 1, 3, 3)
+    x = torch.randn(1, cin, 5, 5)
+    up = torch.nn.functional.interpolate(x.double(), scale_factor=2.0, mode="bilinear", align_corners=False)
+    conv = torch.nn.functional.conv2d(up, dw.double(), padding=1, groups=cin)
+    fold = triton_updw.fold_taps(dw).double()  # (kinds, phases, offsets, Cin)
+    i, j = 2, 2
+    for pa in range(2):
+        for pb in range(2):
+            neighbourhood = x[0, :, i - 1 : i + 2, j - 1 : j + 2].reshape(cin, 9).double()
+            folded = (fold[0, 2 * pa + pb].t() * neighbourhood).sum(1)
+            torch.testing.assert_close(folded, conv[0, :, 2 * i + pa, 2 * j + pb])
+
+
 def test_block_sizes_are_padded_for_tensor_cores():
     assert pad_block(1) == 16 and pad_block(5) == 16 and pad_block(49) == 64 and pad_block(64) == 64
