@@ -173,6 +173,13 @@ def distributed() -> Iterator[tuple[int, int, torch.device]]:
         yield rank, world, device
 
 
+def device_name(device: torch.device) -> str:
+    """What a checkpoint's provenance says it was trained on, e.g. 'cuda (NVIDIA H100 80GB HBM3)'."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({os.cpu_count()} cores)"
+
+
 def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
     """True on every rank if ``flag`` is true on any (so that all ranks stop at the same step)."""
     if world == 1:
@@ -348,7 +355,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         source = open_source(cfg.data, cfg.seed, cfg.procedural_rain)
         val_sets = [ValidationSet(v, cfg.val_max_pairs) for v in cfg.val] if rank == 0 else []
 
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"device": device_name(device)}
         start = 0
         with warnings.catch_warnings():
             if cfg.clip_weights is None:
@@ -358,7 +365,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 prov = getattr(model, "provenance", {})
                 if prov.get("recipe", {}).get("model") != cfg.model:
                     raise EdgerainError(f"{ckpt_path} was trained as '{prov.get('recipe', {}).get('model')}'")
-                extra = {k: prov[k] for k in ("router", "shared_expert_copied", "init_from") if k in prov}
+                extra.update({k: prov[k] for k in ("router", "shared_expert_copied", "init_from") if k in prov})
             elif cfg.init:
                 model = load_checkpoint(cfg.init, expect_model=cfg.model)
                 extra["init_from"] = _init_record(Path(cfg.init), getattr(model, "provenance", {}))
@@ -537,6 +544,7 @@ def _init_record(path: Path, prov: dict[str, Any]) -> dict[str, Any]:
         "elapsed_s": prov.get("elapsed_s"),
         "shared_expert_copied": prov.get("shared_expert_copied"),
         "processes": prov.get("processes"),
+        "device": prov.get("device"),
         "recipe": prov.get("recipe"),
         "init_from": prov.get("init_from"),
     }

@@ -172,7 +172,7 @@ def model_card(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"The gap to PReNet on Rain100L ({PRENET['rain100l'][0] - l100:.2f} dB) remains: this is an edge-size "
-            "network trained for a few hours on a shared CPU with synthetic streaks, not a converged benchmark "
+            "network trained for hours, not days, with synthetic streaks, not a converged benchmark "
             "model. Retrain on a GPU with the same recipe and a longer budget (`--iters`, no "
             "`--time-budget-minutes`) to close it.",
         ]
@@ -224,7 +224,8 @@ def _stage_line(label: str, model: str, stage: dict[str, Any]) -> str:
     minutes = round(float(elapsed_s) / 60) if elapsed_s else round(float(recipe.get("time_budget_minutes") or 0))
     text = (
         f"  - {label}: `{launcher} train --model {model} --data synth {opts} ...`: {step} steps of "
-        f"batch {recipe.get('batch')} x {recipe.get('patch')}x{recipe.get('patch')} crops, {minutes} min"
+        f"batch {recipe.get('batch')} x {recipe.get('patch')}x{recipe.get('patch')} crops, {minutes} min, "
+        f"{('on ' + stage['device']) if stage.get('device') else 'device not recorded'}"
     )
     if shared:
         text += f"; one shared expert until step {shared}, then copied into all experts, each on its own rain class"
@@ -240,8 +241,9 @@ def _training_lines(model: str, prov: dict[str, Any]) -> list[str]:
         init = init.get("init_from")
     stages.reverse()
     lines = [
-        f"- Trained on 2 shared CPU cores (`nice`, 1 thread per process), no GPU, in {len(stages) + 1} stage(s) "
-        "(`scripts/train_default.sh`): DLS (MSE to L1) + 0.1 mask BCE, AdamW, cosine decay."
+        f"- Trained in {len(stages) + 1} stage(s) (`scripts/train_default.sh`): DLS (MSE to L1) + 0.1 mask BCE, "
+        "AdamW, cosine decay. Each stage names the device its checkpoint recorded (checkpoints from before "
+        "that field say 'device not recorded')."
     ]
     for i, st in enumerate(stages):
         lines.append(_stage_line(f"stage {i + 1}", model, st))

@@ -217,6 +217,8 @@ def test_init_warm_starts_from_a_checkpoint(train_root: Path, tmp_path: Path) ->
     prov = warm.provenance  # type: ignore[attr-defined]
     assert prov["init_from"]["file"] == "last.safetensors" and len(prov["init_from"]["sha256"]) == 64
     assert prov["init_from"]["step"] == 2 and prov["step"] == 0
+    # Each stage records the device it ran on, and a warm start keeps its parent's.
+    assert prov["device"].startswith("cpu (") and prov["init_from"]["device"] == prov["device"]
     # The run goes on with a fresh schedule and the mixed synthetic stream.
     train(_cfg(train_root, tmp_path / "mix", iters=2, shared_warmup=0.0, init=str(first), procedural_rain=0.5))
     mix = read_metadata(tmp_path / "mix" / "last.safetensors")["provenance"]

@@ -60,6 +60,7 @@ def test_model_card_lists_every_stage_of_a_warm_started_run() -> None:
             "elapsed_s": 7380,
             "init_from": stage1,
             "processes": 2,
+            "device": "cuda (NVIDIA H100 80GB HBM3)",
             "recipe": {
                 "batch": 8,
                 "patch": 96,
@@ -87,6 +88,8 @@ def test_model_card_lists_every_stage_of_a_warm_started_run() -> None:
     # The DDP stage says how it was launched; the single-process stage does not.
     assert card.count("torchrun --nproc-per-node 2") == 1 and "`edgerain train --model" in card
     assert "--misroute" not in card.split("stage 2 (warm start")[0]
+    # Stages name their device where the checkpoint recorded it.
+    assert "123 min, on cuda (NVIDIA H100 80GB HBM3)" in card and "60 min, device not recorded" in card
     # Above PReNet, the card does not claim a gap.
     assert "gap to PReNet" not in card
 
