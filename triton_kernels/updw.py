@@ -71,6 +71,26 @@ def _tap(k00, k01, k02, k10, k11, k12, k20, k21, k22, TY: tl.constexpr, TX: tl.c
 
 
 @triton.jit
+def _program_pixels(h, w, BLOCK_M: tl.constexpr):
+    """This program's image and its ``BLOCK_M`` low-resolution pixels: (image, in-range mask, row, column)."""
+    pix = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    return tl.program_id(1), pix < h * w, pix // w, pix % w
+
+
+@triton.jit
+def _neighbour_offsets(i, j, h, w, xs_y, xs_x):
+    """Element offsets (as column vectors) of the rows and columns of each pixel's clamped 3x3
+    neighbourhood: replicate padding, which is bilinear upsampling's edge clamping."""
+    rows_m = tl.maximum(i - 1, 0)[:, None] * xs_y
+    rows_0 = i[:, None] * xs_y
+    rows_p = tl.minimum(i + 1, h - 1)[:, None] * xs_y
+    cols_m = tl.maximum(j - 1, 0)[:, None] * xs_x
+    cols_0 = j[:, None] * xs_x
+    cols_p = tl.minimum(j + 1, w - 1)[:, None] * xs_x
+    return rows_m, rows_0, rows_p, cols_m, cols_0, cols_p
+
+
+@triton.jit
 def _dw_chunk(
     base,
     rows_m,
@@ -167,22 +187,11 @@ def _updw_fwd_kernel(
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
-    tile = tl.program_id(0)
-    b = tl.program_id(1)
-    pix = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    valid = pix < h * w
-    i = pix // w
-    j = pix % w
+    b, valid, i, j = _program_pixels(h, w, BLOCK_M)
     kk = tl.arange(0, BLOCK_K)
     in_dtype = x_ptr.dtype.element_ty
 
-    # Element offsets of the clamped 3x3 neighbourhood (replicate padding = bilinear clamping).
-    rows_m = tl.maximum(i - 1, 0)[:, None] * xs_y
-    rows_0 = i[:, None] * xs_y
-    rows_p = tl.minimum(i + 1, h - 1)[:, None] * xs_y
-    cols_m = tl.maximum(j - 1, 0)[:, None] * xs_x
-    cols_0 = j[:, None] * xs_x
-    cols_p = tl.minimum(j + 1, w - 1)[:, None] * xs_x
+    rows_m, rows_0, rows_p, cols_m, cols_0, cols_p = _neighbour_offsets(i, j, h, w, xs_y, xs_x)
 
     for phase in tl.static_range(4):
         pa = phase // 2  # constexpr: static_range unrolls the phases
@@ -351,12 +360,7 @@ def _updw_fwd_single_pass_kernel(
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
-    tile = tl.program_id(0)
-    b = tl.program_id(1)
-    pix = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    valid = pix < h * w
-    i = pix // w
-    j = pix % w
+    b, valid, i, j = _program_pixels(h, w, BLOCK_M)
     ck = tl.arange(0, BLOCK_K)  # BLOCK_K >= CIN: the whole channel row
     kmask = ck < CIN
     in_dtype = x_ptr.dtype.element_ty
@@ -374,12 +378,7 @@ def _updw_fwd_single_pass_kernel(
     d01 = d00
     d10 = d00
     d11 = d00
-    rows_m = tl.maximum(i - 1, 0)[:, None] * xs_y
-    rows_0 = i[:, None] * xs_y
-    rows_p = tl.minimum(i + 1, h - 1)[:, None] * xs_y
-    cols_m = tl.maximum(j - 1, 0)[:, None] * xs_x
-    cols_0 = j[:, None] * xs_x
-    cols_p = tl.minimum(j + 1, w - 1)[:, None] * xs_x
+    rows_m, rows_0, rows_p, cols_m, cols_0, cols_p = _neighbour_offsets(i, j, h, w, xs_y, xs_x)
     for oy in tl.static_range(3):
         for ox in tl.static_range(3):
             off = _pick(rows_m, rows_0, rows_p, oy) + _pick(cols_m, cols_0, cols_p, ox)
