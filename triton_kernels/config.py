@@ -78,6 +78,7 @@ def updw_config(device: torch.device, cin: int, cout: int) -> TileConfig:
         # Four phase sums of block_m x pad(Cin) fp32 live at once, and Triton issues the nine
         # neighbour loads early. ptxas (sm_90, fp16, 8 warps): 200 registers and no spills up to
         # Cin 128; Cin 256 spills ~600 bytes at the smallest tile tl.dot allows (16 pixels).
+        # fp32 activations spill 1.4-2 KB from Cin 128 on (the decoder runs fp16 on a GPU).
         block_k = pad_block(cin)
         block_m = 32 if block_k <= 64 else 16
         block_n = min(pad_block(cout), 64 if block_k <= 128 else 32)

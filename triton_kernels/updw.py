@@ -91,6 +91,15 @@ def _neighbour_offsets(i, j, h, w, xs_y, xs_x):
 
 
 @triton.jit
+def _bias_gelu_store(acc, bias, y_ptr, b, n, nmask, oy, ox, valid, ys_b, ys_c, ys_y, ys_x):
+    """Epilogue of both kernels: projection bias, exact-erf GELU, store at output pixels (oy, ox)."""
+    y = acc + bias[None, :]
+    y = 0.5 * y * (1.0 + tl.erf(y * 0.7071067811865476))
+    dst = y_ptr + b * ys_b + n[None, :] * ys_c + oy[:, None] * ys_y + ox[:, None] * ys_x
+    tl.store(dst, y.to(y_ptr.dtype.element_ty), mask=valid[:, None] & nmask[None, :])
+
+
+@triton.jit
 def _dw_chunk(
     base,
     rows_m,
@@ -250,10 +259,8 @@ def _updw_fwd_kernel(
                 xn = (d - mean[:, None]) * rstd[:, None] * ln_w[None, :] + ln_b[None, :]  # padded: 0
                 wt = tl.load(pww_ptr + n[None, :] * CIN + ck[:, None], mask=kmask[:, None] & nmask[None, :], other=0.0)
                 acc += dot_f32acc(xn.to(in_dtype), wt.to(in_dtype), PRECISION, UPCAST)
-            y = acc + tl.load(pwb_ptr + n, mask=nmask, other=0.0).to(tl.float32)[None, :]
-            y = 0.5 * y * (1.0 + tl.erf(y * 0.7071067811865476))
-            dst = y_ptr + b * ys_b + n[None, :] * ys_c + oy[:, None] * ys_y + ox[:, None] * ys_x
-            tl.store(dst, y.to(y_ptr.dtype.element_ty), mask=valid[:, None] & nmask[None, :])
+            bias = tl.load(pwb_ptr + n, mask=nmask, other=0.0).to(tl.float32)
+            _bias_gelu_store(acc, bias, y_ptr, b, n, nmask, oy, ox, valid, ys_b, ys_c, ys_y, ys_x)
 
 
 # --- single pass: a tile's whole channel row in registers (Cin <= UPDW_SINGLE_PASS_MAX_CIN) -----
@@ -346,11 +353,9 @@ def _project_store(
     xn, wt, bias, y_ptr, b, n, nmask, oy, ox, valid, ys_b, ys_c, ys_y, ys_x,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
-    """1x1 projection (tensor cores), bias and exact-erf GELU; store one phase's output pixels."""
-    y = dot_f32acc(xn, wt, PRECISION, UPCAST) + bias[None, :]
-    y = 0.5 * y * (1.0 + tl.erf(y * 0.7071067811865476))
-    dst = y_ptr + b * ys_b + n[None, :] * ys_c + oy[:, None] * ys_y + ox[:, None] * ys_x
-    tl.store(dst, y.to(y_ptr.dtype.element_ty), mask=valid[:, None] & nmask[None, :])
+    """1x1 projection (tensor cores), then the shared epilogue for one phase's output pixels."""
+    acc = dot_f32acc(xn, wt, PRECISION, UPCAST)
+    _bias_gelu_store(acc, bias, y_ptr, b, n, nmask, oy, ox, valid, ys_b, ys_c, ys_y, ys_x)
 
 
 @triton.jit

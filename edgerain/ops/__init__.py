@@ -2,8 +2,8 @@
 
 Models call :func:`mgca_window_attention` and :func:`updw` from here and never import a kernel
 directly. Each call picks a backend (``backend=`` argument, ``$EDGERAIN_OPS_BACKEND``, or ``auto``:
-Triton, then the CUDA extension, for CUDA tensors; the PyTorch reference otherwise); see dispatch.py and
-docs/kernels.md. :func:`backend_report` lists which backends are available here and why not.
+Triton, then the CUDA extension, for CUDA tensors; the PyTorch reference otherwise); see
+dispatch.py and docs/kernels.md. :func:`backend_report` lists which backends are available here and why not.
 """
 
 from edgerain.ops.dispatch import (

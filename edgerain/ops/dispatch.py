@@ -2,8 +2,8 @@
 
 Choice: the ``backend=`` argument, else ``$EDGERAIN_OPS_BACKEND``, else ``auto``. ``auto`` takes
 Triton for CUDA tensors, then the extension's CUDA kernels, then the PyTorch reference (the order
-of ``BACKENDS``, chosen from H100 measurements). A forced backend that cannot serve an input raises :class:`MissingCapabilityError`
-naming the reason. While a model is being exported to ONNX or traced by TorchScript the reference
+of ``BACKENDS``, chosen from H100 measurements). A forced backend that cannot serve an input
+raises :class:`MissingCapabilityError` naming the reason. While a model is being exported to ONNX or traced by TorchScript the reference
 always runs, so exported graphs contain plain ONNX ops and never an opaque custom op.
 
 Fused backends run through the torch custom ops ``edgerain::mgca_window_attention`` and

@@ -454,8 +454,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         done = start
         batches = StepBatches(source, cfg.batch, per_rank, rank, cfg.patch)
         try:
-            for step, (rainy, clean, labels) in zip(
-                range(start, cfg.iters), batches.iterate(start, cfg.iters, cfg.workers, device), strict=False
+            for step, (rainy, clean, labels) in enumerate(
+                batches.iterate(start, cfg.iters, cfg.workers, device), start=start
             ):
                 elapsed = elapsed_before + time.monotonic() - t0
                 progress = run_progress(cfg, step, elapsed)
