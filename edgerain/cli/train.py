@@ -93,6 +93,10 @@ def train(
             help="CLIP-RPN: fraction of pairs sent to an expert for heavier rain, so experts tolerate misrouting."
         ),
     ] = 0.0,
+    rain_classes: Annotated[
+        str | None,
+        typer.Option(help="--data synth: comma-separated rain classes to draw (light,moderate,heavy); default all."),
+    ] = None,
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for torch; 1 is fastest on a shared, busy CPU.")
     ] = None,
@@ -132,6 +136,7 @@ def train(
         init=str(init) if init is not None else None,
         procedural_rain=procedural_rain,
         misroute=misroute,
+        rain_classes=tuple(c.strip() for c in rain_classes.split(",")) if rain_classes is not None else None,
         time_budget_minutes=time_budget_minutes,
         stop_after=stop_after,
         threads=threads,

@@ -34,21 +34,46 @@ class TrainSource(Protocol):
 
 
 class SynthSource:
-    """Pairs synthesised on the fly (``--data synth`` or ``--data synth:TRAIN_ROOT``)."""
+    """Pairs synthesised on the fly (``--data synth`` or ``--data synth:TRAIN_ROOT``).
 
-    def __init__(self, synth: RainSynthesizer, seed: int) -> None:
+    ``classes`` restricts the rain classes drawn (``--rain-classes``), e.g. to train one CLIP-RPN
+    expert further on its own class; ``None`` draws every class, as the synthesiser does.
+    """
+
+    def __init__(self, synth: RainSynthesizer, seed: int, classes: tuple[str, ...] | None = None) -> None:
         self.synth = synth
         self.seed = seed
+        self.classes = check_rain_classes(classes)
 
     def describe(self) -> dict[str, object]:
         kind = "synthetic (Garg-Nayar and procedural streaks on clean photos)"
         if self.synth.procedural == 0:
             kind = "synthetic (Garg-Nayar streaks on clean photos)"
-        return {"kind": kind, "seed": self.seed, **self.synth.describe()}
+        out: dict[str, object] = {"kind": kind, "seed": self.seed, **self.synth.describe()}
+        if self.classes is not None:
+            out["rain_classes"] = list(self.classes)
+        return out
 
     def sample(self, index: int, patch: int) -> tuple[np.ndarray, np.ndarray, int]:
-        rainy, clean, pattern = self.synth.pair(self.seed, index, patch)
+        rain_class = None
+        if self.classes is not None:
+            # A stream of its own (the extra key 1): the pick takes no draws from the pair's generator.
+            pick = np.random.default_rng([self.seed, index, 1]).integers(len(self.classes))
+            rain_class = self.classes[int(pick)]
+        rainy, clean, pattern = self.synth.pair(self.seed, index, patch, rain_class=rain_class)
         return rainy, clean, pattern.label
+
+
+def check_rain_classes(classes: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """``None`` (every class) or a non-empty tuple of distinct known classes, in RAIN_CLASSES order."""
+    if classes is None:
+        return None
+    unknown = [c for c in classes if c not in RAIN_CLASSES]
+    if unknown or not classes:
+        raise EdgerainError(
+            f"--rain-classes takes a comma-separated subset of {','.join(RAIN_CLASSES)}, got {','.join(classes)!r}"
+        )
+    return tuple(c for c in RAIN_CLASSES if c in classes)
 
 
 def read_labels(root: Path) -> dict[str, int]:
@@ -101,12 +126,15 @@ def is_synth_spec(spec: str) -> bool:
     return spec == SYNTH_PREFIX or spec.startswith(SYNTH_PREFIX + ":")
 
 
-def open_source(spec: str, seed: int, procedural: float = 0.0) -> TrainSource:
+def open_source(spec: str, seed: int, procedural: float = 0.0, classes: tuple[str, ...] | None = None) -> TrainSource:
     """``synth`` (default training root), ``synth:ROOT`` or a folder of rain/norain pairs; ``procedural``
-    is the fraction of synthetic pairs with procedural instead of Garg-Nayar streaks."""
+    is the fraction of synthetic pairs with procedural instead of Garg-Nayar streaks, ``classes`` the
+    rain classes synthesised (default: all)."""
     if is_synth_spec(spec):
         root = spec.partition(":")[2] or None
-        return SynthSource(RainSynthesizer(root, procedural=procedural), seed)
+        return SynthSource(RainSynthesizer(root, procedural=procedural), seed, classes)
+    if classes is not None:
+        raise EdgerainError("--rain-classes is for synthetic data (--data synth), whose rain classes are drawn")
     path = Path(spec)
     if not path.is_dir():
         raise EdgerainError(f"--data '{spec}' is neither 'synth', 'synth:ROOT' nor a folder of pairs")

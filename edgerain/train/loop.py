@@ -76,6 +76,8 @@ class TrainConfig:
     init: str | None = None
     # Fraction of synthetic pairs whose streaks are procedural rather than Garg-Nayar layers.
     procedural_rain: float = 0.0
+    # --data synth: the rain classes drawn (None: all), e.g. ("light",) to train the light-rain expert on.
+    rain_classes: tuple[str, ...] | None = None
     # CLIP-RPN: fraction of the pairs sent to an expert for heavier rain than their label (see
     # ``misroute_labels``), so that the experts tolerate the router's usual mistake.
     misroute: float = 0.0
@@ -352,7 +354,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             raise EdgerainError(f"--batch {cfg.batch} must be divisible by the {world} processes")
         per_rank = cfg.batch // world
         torch.manual_seed(cfg.seed + rank)
-        source = open_source(cfg.data, cfg.seed, cfg.procedural_rain)
+        source = open_source(cfg.data, cfg.seed, cfg.procedural_rain, cfg.rain_classes)
         val_sets = [ValidationSet(v, cfg.val_max_pairs) for v in cfg.val] if rank == 0 else []
 
         extra: dict[str, Any] = {"device": device_name(device)}
@@ -383,8 +385,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             )
 
         if family == "clip-rpn" and not resume and rank == 0:
+            init_router = getattr(model, "provenance", {}).get("router") if cfg.init else None
             if cfg.clip_weights is None and cfg.calibrate_per_class > 0:
                 extra["router"] = calibrate_router(model, source, cfg.calibrate_per_class, cfg.seed)
+            elif init_router is not None:
+                # --calibrate-per-class 0 on a warm start keeps the --init checkpoint's router as it is.
+                extra["router"] = {**init_router, "kept_from_init": True}
             else:
                 extra["router"] = {"calibrated": False, "method": "zero-shot CLIP text prompts"}
         if world > 1 and family == "clip-rpn":

@@ -193,8 +193,10 @@ def test_train_command_errors(train_root: Path, tmp_path: Path, capsys) -> None:
     assert main([*base, "--patch", "16", "--out", str(tmp_path / "b"), "--model", "nope"]) == 2
     assert main([*base, "--patch", "16", "--out", str(tmp_path / "c"), "--data", str(tmp_path / "missing")]) == 2
     assert main([*base, "--patch", "16", "--out", str(tmp_path / "d"), "--shared-warmup", "1.5"]) == 2
+    assert main([*base, "--patch", "16", "--out", str(tmp_path / "f"), "--rain-classes", "light,drizzle"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert [line.startswith("error: ") for line in err] == [True] * 4, err
+    assert [line.startswith("error: ") for line in err] == [True] * 5, err
+    assert not (tmp_path / "f").exists()
     assert not (tmp_path / "a").exists()
     # A finished run is not overwritten by accident.
     assert (
@@ -227,6 +229,24 @@ def test_init_warm_starts_from_a_checkpoint(train_root: Path, tmp_path: Path) ->
         train(_cfg(train_root, tmp_path / "mix", init=str(first), resume=True))
     with pytest.raises(EdgerainError, match="no such checkpoint"):
         train(_cfg(train_root, tmp_path / "x", init=str(tmp_path / "missing.safetensors")))
+
+
+def test_init_without_calibration_keeps_the_init_router(train_root: Path, tmp_path: Path) -> None:
+    train(_cfg(train_root, tmp_path / "first", iters=2, shared_warmup=0.0))
+    first = tmp_path / "first" / "last.safetensors"
+    # One expert trained further on its rain class, the router left as the parent fitted it.
+    cfg = _cfg(train_root, tmp_path / "light", iters=2, shared_warmup=0.0, init=str(first))
+    cfg.calibrate_per_class, cfg.rain_classes = 0, ("light",)
+    train(cfg)
+    parent, child = load_checkpoint(first), load_checkpoint(tmp_path / "light" / "last.safetensors")
+    sa, sb = parent.state_dict(), child.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if k.startswith("router."))
+    prov = child.provenance  # type: ignore[attr-defined]
+    assert prov["router"] == {**parent.provenance["router"], "kept_from_init": True}  # type: ignore[attr-defined]
+    assert prov["data"]["rain_classes"] == ["light"] and prov["recipe"]["rain_classes"] == ["light"]
+    # Only the light-rain expert learnt.
+    changed = {k.split(".")[1] for k in sa if k.startswith("experts.") and not torch.equal(sa[k], sb[k])}
+    assert changed == {"0"}
 
 
 def test_misroute_sends_lighter_rain_to_heavier_experts() -> None:

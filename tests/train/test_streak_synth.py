@@ -114,6 +114,23 @@ def test_open_source_specs(train_root: Path, tmp_path: Path) -> None:
         open_source(str(tmp_path / "missing"), seed=0)
 
 
+def test_rain_classes_restrict_the_synthetic_stream(train_root: Path, tmp_path: Path) -> None:
+    light = open_source(f"synth:{train_root}", seed=5, classes=("light",))
+    assert {light.sample(i, 24)[2] for i in range(12)} == {0}
+    # Given out of order, the classes are kept in RAIN_CLASSES order; both are drawn, deterministically.
+    two = open_source(f"synth:{train_root}", seed=5, classes=("heavy", "light"))
+    labels = [two.sample(i, 24)[2] for i in range(24)]
+    assert set(labels) == {0, 2}
+    assert labels == [two.sample(i, 24)[2] for i in range(24)]
+    assert two.describe()["rain_classes"] == ["light", "heavy"]
+    assert "rain_classes" not in open_source(f"synth:{train_root}", seed=5).describe()
+    for bad in (("drizzle",), ()):
+        with pytest.raises(EdgerainError, match="--rain-classes"):
+            open_source(f"synth:{train_root}", seed=5, classes=bad)
+    with pytest.raises(EdgerainError, match="synthetic data"):
+        open_source(str(tmp_path), seed=5, classes=("light",))
+
+
 def test_procedural_fraction_mixes_the_streak_sources(train_root: Path) -> None:
     mixed = RainSynthesizer(train_root, procedural=0.5)
     sources = [mixed.pair(0, i, 40)[2].source for i in range(40)]
