@@ -196,6 +196,11 @@ def _router_line(router: dict[str, Any]) -> str:
             f"head on the random tower), mean PSNR lost to misrouting {held.get('mean_regret_db')} dB "
             f"(was {before.get('mean_regret_db', '?')}). Light and moderate rain overlap by construction, so "
             "routing is imperfect; the regret term makes the remaining mistakes the cheap ones."
+            + (
+                " Fitted before the last stage, which kept it (`--calibrate-per-class 0`)."
+                if router.get("kept_from_init")
+                else ""
+            )
         )
     return (
         f"- Router: {router.get('method', 'n/a')}; {router.get('images_per_class', '?')} images per class, "
@@ -218,6 +223,10 @@ def _stage_line(label: str, model: str, stage: dict[str, Any]) -> str:
         opts += f" --shared-warmup {recipe.get('shared_warmup')}"
     if recipe.get("misroute"):
         opts += f" --misroute {recipe.get('misroute')}"
+    if recipe.get("rain_classes"):
+        opts += f" --rain-classes {','.join(recipe['rain_classes'])}"
+    if recipe.get("init") and recipe.get("calibrate_per_class") == 0:
+        opts += " --calibrate-per-class 0"
     processes = stage.get("processes") or 1
     launcher = f"torchrun --nproc-per-node {processes} -m edgerain.cli" if processes > 1 else "edgerain"
     # Stages recorded before elapsed time was kept fall back to their time budget.

@@ -117,3 +117,32 @@ def test_model_card_describes_a_trained_router_tower() -> None:
     assert "`edgerain calibrate-router`: 1500 steps" in card and "regret weight 0.2" in card
     assert "accuracy 0.74 (was 0.66" in card and "0.86 dB (was 1.33)" in card
     assert "then trained as the router" in card
+
+
+def test_model_card_names_a_single_class_stage_and_a_kept_router() -> None:
+    router = {
+        "method": "CLIP image tower trained with a linear head",
+        "tower_trained": True,
+        "steps": 1500,
+        "images_per_class": 1500,
+        "regret_weight": 0.2,
+        "heldout": {"accuracy": 0.77, "mean_regret_db": 0.5},
+        "kept_from_init": True,
+    }
+    parent = {"file": "routed.safetensors", "step": 479, "recipe": {"batch": 32, "patch": 128, "lr": 0.0002}}
+    recipe = {"batch": 8, "patch": 96, "lr": 0.0001, "rain_classes": ["light"], "init": "x", "calibrate_per_class": 0}
+    report = {
+        "model": "clip-rpn-edge",
+        "params": 5_076_950,
+        "bytes": 20_429_016,
+        "git_commit": "0a2",
+        "provenance": {"clip_pretrained": False, "step": 4800, "recipe": recipe, "router": router, "init_from": parent},
+        "evaluation": {},
+        "cpu_latency_480x320": [],
+    }
+    card = model_card(report)
+    last = card.split("stage 2 (warm start")[1]
+    assert "--rain-classes light --calibrate-per-class 0" in last
+    assert "--rain-classes" not in card.split("stage 2 (warm start")[0]
+    assert "which kept it (`--calibrate-per-class 0`)" in card
+
