@@ -145,4 +145,3 @@ def test_model_card_names_a_single_class_stage_and_a_kept_router() -> None:
     assert "--rain-classes light --calibrate-per-class 0" in last
     assert "--rain-classes" not in card.split("stage 2 (warm start")[0]
     assert "which kept it (`--calibrate-per-class 0`)" in card
-
