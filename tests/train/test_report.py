@@ -94,16 +94,21 @@ def test_model_card_lists_every_stage_of_a_warm_started_run() -> None:
     assert "gap to PReNet" not in card
 
 
-def test_model_card_describes_a_trained_router_tower() -> None:
-    router = {
+def _trained_router(**extra: object) -> dict[str, object]:
+    """The router record `edgerain calibrate-router` writes."""
+    return {
         "method": "CLIP image tower trained with a linear head",
         "tower_trained": True,
         "steps": 1500,
         "images_per_class": 1500,
         "regret_weight": 0.2,
         "heldout": {"accuracy": 0.74, "mean_regret_db": 0.86},
-        "heldout_before": {"accuracy": 0.66, "mean_regret_db": 1.33},
+        **extra,
     }
+
+
+def test_model_card_describes_a_trained_router_tower() -> None:
+    router = _trained_router(heldout_before={"accuracy": 0.66, "mean_regret_db": 1.33})
     report = {
         "model": "clip-rpn-edge",
         "params": 5_076_950,
@@ -120,15 +125,7 @@ def test_model_card_describes_a_trained_router_tower() -> None:
 
 
 def test_model_card_names_a_single_class_stage_and_a_kept_router() -> None:
-    router = {
-        "method": "CLIP image tower trained with a linear head",
-        "tower_trained": True,
-        "steps": 1500,
-        "images_per_class": 1500,
-        "regret_weight": 0.2,
-        "heldout": {"accuracy": 0.77, "mean_regret_db": 0.5},
-        "kept_from_init": True,
-    }
+    router = _trained_router(kept_from_init=True)
     parent = {"file": "routed.safetensors", "step": 479, "recipe": {"batch": 32, "patch": 128, "lr": 0.0002}}
     recipe = {"batch": 8, "patch": 96, "lr": 0.0001, "rain_classes": ["light"], "init": "x", "calibrate_per_class": 0}
     report = {
