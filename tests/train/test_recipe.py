@@ -1,0 +1,79 @@
+"""scripts/train_default.sh wires its stages together: run with stand-ins for edgerain and torchrun."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "scripts" / "train_default.sh"
+
+# Records each call (one line, arguments separated by spaces) and writes what the real command would.
+FAKE_EDGERAIN = textwrap.dedent(
+    """\
+    #!/usr/bin/env bash
+    echo "edgerain $*" >> "$CALLS"
+    out=""; prev=""
+    for a in "$@"; do [[ $prev == --out ]] && out=$a; prev=$a; done
+    case $1 in
+      synth) mkdir -p "$out" ;;
+      train) mkdir -p "$out" && touch "$out/last.safetensors" ;;
+      calibrate-router) [[ -f $2 ]] || { echo "missing $2" >&2; exit 2; }; touch "$out" ;;
+      *) echo "unexpected $1" >&2; exit 2 ;;
+    esac
+    """
+)
+FAKE_TORCHRUN = textwrap.dedent(
+    """\
+    #!/usr/bin/env bash
+    while [[ $1 != -m ]]; do shift; done
+    shift 2  # -m edgerain.cli
+    echo -n "torchrun " >> "$CALLS"
+    exec "$(dirname "$0")/edgerain" "$@"
+    """
+)
+# The recipe asks ${EDGERAIN%edgerain}python whether torch sees a CUDA GPU: here it never does.
+FAKE_PYTHON = "#!/usr/bin/env bash\nexit 1\n"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_recipe_runs_every_stage_from_the_one_before(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("edgerain", FAKE_EDGERAIN), ("torchrun", FAKE_TORCHRUN), ("python", FAKE_PYTHON)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    run, calls = tmp_path / "run", tmp_path / "calls.txt"
+    env = {
+        **os.environ,
+        "RUN": str(run),
+        "EDGERAIN": str(bin_dir / "edgerain"),
+        "TORCHRUN": str(bin_dir / "torchrun"),
+        "CALLS": str(calls),
+    }
+    res = subprocess.run(["bash", str(RECIPE)], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "skipping GPU stages 6-7" in res.stderr
+    lines = calls.read_text().splitlines()
+    trains = [line for line in lines if " train " in f" {line} "]
+    outs = [line.split("--out ")[1].split()[0] for line in trains]
+    assert [Path(o).name for o in outs] == [f"stage{i}" for i in (1, 2, 3, 4, 5, 8)]
+    # Every warm start names the checkpoint its predecessor wrote; the router is fitted on stage 5
+    # (no GPU here) before the single-class stages, which keep it.
+    inits = [line.split("--init ")[1].split()[0] for line in trains[1:]]
+    assert inits[:4] == [f"{run}/stage{i}/last.safetensors" for i in (1, 2, 3, 4)]
+    router = next(line for line in lines if "calibrate-router" in line)
+    assert f"calibrate-router {run}/stage5/last.safetensors --out {run}/routed.safetensors" in router
+    assert lines.index(router) < lines.index(trains[5])
+    assert inits[4:] == [f"{run}/routed.safetensors"]
+    assert trains[5].startswith("torchrun ") and "--rain-classes light --calibrate-per-class 0" in trains[5]
+    assert (run / "default.safetensors").is_file()
+    # Every stage finished: a second run does nothing but say where the result is.
+    calls.unlink()
+    res = subprocess.run(["bash", str(RECIPE)], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert res.returncode == 0 and not calls.exists(), res.stderr
