@@ -189,26 +189,25 @@ def _router_line(router: dict[str, Any]) -> str:
     if router.get("tower_trained"):
         before = router.get("heldout_before") or {}
         held = router.get("heldout", {})
-        return (
+        text = (
             f"- Router: {router.get('method')} (`edgerain calibrate-router`: {router.get('steps')} steps, "
             f"{router.get('images_per_class')} images per class, regret weight {router.get('regret_weight')}). "
             f"Held-out synthetic rain: accuracy {held.get('accuracy')} (was {before.get('accuracy', '?')} with a "
             f"head on the random tower), mean PSNR lost to misrouting {held.get('mean_regret_db')} dB "
             f"(was {before.get('mean_regret_db', '?')}). Light and moderate rain overlap by construction, so "
             "routing is imperfect; the regret term makes the remaining mistakes the cheap ones."
-            + (
-                " Fitted before the last stage, which kept it (`--calibrate-per-class 0`)."
-                if router.get("kept_from_init")
-                else ""
-            )
         )
-    return (
-        f"- Router: {router.get('method', 'n/a')}; {router.get('images_per_class', '?')} images per class, "
-        f"accuracy {router.get('train_accuracy', '?')} (fit) / {router.get('heldout_accuracy', '?')} (held out), "
-        "3 classes (chance 0.33). A random CLIP barely separates rain densities (and light and moderate rain "
-        "overlap by construction), so routing is imperfect; a misrouted image still goes to a complete "
-        "deraining network."
-    )
+    else:
+        text = (
+            f"- Router: {router.get('method', 'n/a')}; {router.get('images_per_class', '?')} images per class, "
+            f"accuracy {router.get('train_accuracy', '?')} (fit) / {router.get('heldout_accuracy', '?')} (held out), "
+            "3 classes (chance 0.33). A random CLIP barely separates rain densities (and light and moderate rain "
+            "overlap by construction), so routing is imperfect; a misrouted image still goes to a complete "
+            "deraining network."
+        )
+    if router.get("kept_from_init"):
+        text += " Fitted before the last stage, which kept it (`--calibrate-per-class 0`)."
+    return text
 
 
 def _stage_line(label: str, model: str, stage: dict[str, Any]) -> str:
