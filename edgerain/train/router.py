@@ -173,6 +173,107 @@ def calibrate_router(model: Any, source: TrainSource, per_class: int, seed: int,
     }
 
 
+# Decision offsets are searched on this grid (log-probability units), one per class but the first.
+OFFSET_STEP = 0.25
+OFFSET_SPAN = 4.0
+
+
+def _offset_regret(log_p: np.ndarray, psnr: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Mean Y-PSNR lost (dB) against the best expert, for each row of ``offsets`` (M, K) added to ``log_p`` (N, K)."""
+    picks = (log_p[None] + offsets[:, None]).argmax(-1)  # (M, N)
+    lost = psnr.max(1)[None] - np.take_along_axis(psnr[None].repeat(len(offsets), 0), picks[..., None], 2)[..., 0]
+    return lost.mean(1)
+
+
+def best_offsets(log_p: np.ndarray, psnr: np.ndarray) -> np.ndarray:
+    """The per-class offsets (K,), first entry 0, whose argmax decisions lose the least PSNR on a pool.
+
+    Exhaustive over the grid (``OFFSET_SPAN`` / ``OFFSET_STEP``); among equally good offsets the
+    smallest (L1) wins, so that a pool that cannot tell them apart leaves the router as it was.
+    """
+    k = log_p.shape[1]
+    if k > 4:
+        raise EdgerainError(f"decision offsets are searched exhaustively, for at most 4 experts (this router has {k})")
+    axis = np.arange(-OFFSET_SPAN, OFFSET_SPAN + OFFSET_STEP / 2, OFFSET_STEP)
+    grid = np.stack(np.meshgrid(*([axis] * (k - 1)), indexing="ij"), -1).reshape(-1, k - 1)
+    grid = np.concatenate([np.zeros((len(grid), 1)), grid], 1)
+    lost = _offset_regret(log_p, psnr, grid)
+    ties = np.flatnonzero(lost <= lost.min() + 1e-9)
+    return grid[ties[np.abs(grid[ties]).sum(1).argmin()]]
+
+
+def fit_router_offsets(
+    model: Any, source: TrainSource, *, per_class: int, seed: int, log: Any = None
+) -> dict[str, Any]:
+    """Shift the routing decision towards the expert that serves each image best; install it in the head.
+
+    Class labels are a proxy: what routing should maximise is the PSNR of the expert it picks.
+    Where classes overlap (light and moderate rain do, by construction), which mistake is cheap
+    depends on the experts as they are now, so this runs after the last change to the experts:
+    every expert is run on ``per_class`` synthetic pairs of each class (sizes 256-384, square and
+    oblong), and per-class offsets added to the router's log-probabilities are chosen to minimise
+    the mean PSNR lost against the best expert of each pair (:func:`best_offsets`). They are
+    folded into the linear head's bias (softmax is unchanged by adding a constant), so the
+    exported router graph needs nothing new. Half the pairs fit, the other half report.
+    """
+    from edgerain.data.streaks import RAIN_CLASSES
+
+    if model.router.head is None:
+        raise EdgerainError(
+            "decision offsets need a fitted linear routing head (edgerain calibrate-router); this router uses prompts"
+        )
+    if model.config.routing != "hard":
+        raise EdgerainError(f"decision offsets apply to hard routing; this model routes '{model.config.routing}'")
+    if per_class < 2:
+        raise EdgerainError("fitting decision offsets needs at least 2 pairs per class")
+    say = log or (lambda _msg: None)
+    t0 = time.monotonic()
+    synth = _synth_of(source)
+    k_experts = len(model.experts)
+    model.eval()
+    log_p, psnr, labels = [], [], []
+    with torch.no_grad():
+        for c, cls in enumerate(RAIN_CLASSES[:k_experts]):
+            for i in range(per_class):
+                rainy, clean, _ = synth.pair(seed, c * 1_000_000 + i, (256, 320, 384)[i % 3], rain_class=cls)
+                kind = (i // 3) % 3
+                rainy, clean = np.ascontiguousarray(_view(rainy, kind)), np.ascontiguousarray(_view(clean, kind))
+                x = torch.from_numpy(rainy).permute(2, 0, 1).unsqueeze(0)
+                log_p.append(torch.log(model.router(x)[0].double().clamp_min(1e-12)).numpy())
+                psnr.append(forced_expert_psnr(model, rainy, clean))
+                labels.append(c)
+            say(f"offsets: ran every expert on {per_class} {cls} pairs ({time.monotonic() - t0:.0f} s)")
+    lp, ps, y = np.stack(log_p), np.array(psnr, dtype=np.float64), np.array(labels)
+    fit = np.arange(len(y)) % 2 == 0  # alternate pairs: both halves hold every class, size and view
+    offsets = best_offsets(lp[fit], ps[fit])
+    zero = np.zeros((1, k_experts))
+
+    def stats(mask: np.ndarray, off: np.ndarray) -> dict[str, Any]:
+        picks = (lp[mask] + off).argmax(-1)
+        return {
+            "pairs": int(mask.sum()),
+            "mean_regret_db": round(float(_offset_regret(lp[mask], ps[mask], off[None])[0]), 4),
+            "routed_psnr_y": round(float(ps[mask][np.arange(mask.sum()), picks].mean()), 4),
+            "oracle_psnr_y": round(float(ps[mask].max(1).mean()), 4),
+            "routing_counts": np.bincount(picks, minlength=k_experts).tolist(),
+        }
+
+    info = {
+        "method": "per-class offsets on the router's log-probabilities minimising the PSNR lost to the best expert "
+        "on synthetic pairs (every expert run on each)",
+        "offsets": [round(float(v), 4) for v in offsets],
+        "pairs_per_class": per_class,
+        "seed": seed,
+        "fit_half": {"before": stats(fit, zero[0]), "after": stats(fit, offsets)},
+        "report_half": {"before": stats(~fit, zero[0]), "after": stats(~fit, offsets)},
+        "seconds": round(time.monotonic() - t0),
+    }
+    with torch.no_grad():
+        head = model.router.head
+        model.set_router_head(head.weight.clone(), head.bias + torch.as_tensor(offsets, dtype=head.bias.dtype))
+    return info
+
+
 @torch.no_grad()
 def _route_stats(model: Any, images: Tensor, labels: Tensor, regret: Tensor) -> dict[str, Any]:
     """Accuracy, confusion and mean regret (dB) of the model's current router on a pool."""
@@ -294,13 +395,18 @@ def train_router_checkpoint(
     seed: int = 31337,
     regret_weight: float = 0.2,
     regret_per_class: int = 24,
+    offsets_per_class: int = 0,
+    offsets_only: bool = False,
     threads: int | None = None,
     log: Any = None,
 ) -> dict[str, Any]:
     """``edgerain calibrate-router``: :func:`train_router` on a CLIP-RPN checkpoint, written to ``out``.
 
-    Only the router changes; the experts are the checkpoint's. The provenance keeps the rest of
-    the checkpoint's record, replaces ``router`` and adds ``router_trained_from`` (file, sha256).
+    Then, with ``offsets_per_class`` > 0, :func:`fit_router_offsets` on that many pairs per class;
+    ``offsets_only`` keeps the checkpoint's tower and head and fits the offsets alone (after the
+    experts have been trained further). Only the router changes; the experts are the checkpoint's.
+    The provenance keeps the rest of the checkpoint's record, replaces ``router`` and adds
+    ``router_trained_from`` (file, sha256) when the tower was trained.
     """
     from edgerain.models.checkpoint import load_checkpoint, save_checkpoint
     from edgerain.models.clip_rpn import ClipRPN
@@ -320,19 +426,34 @@ def train_router_checkpoint(
         )
     source = open_source(data, seed, procedural_rain)
     digest = sha256_file(src)
-    info = train_router(
-        model,
-        source,
-        steps=steps,
-        per_class=per_class,
-        seed=seed,
-        regret_weight=regret_weight,
-        regret_per_class=regret_per_class,
-        log=log,
-    )
-    info["data"] = {"spec": data, "procedural_fraction": procedural_rain}
     prov = dict(getattr(model, "provenance", {}))
+    if offsets_only:
+        if model.router.head is None:
+            raise EdgerainError(f"{src}: --offsets-only needs a router with a fitted linear head (calibrate it first)")
+        info = dict(prov.get("router") or {})
+    else:
+        info = train_router(
+            model,
+            source,
+            steps=steps,
+            per_class=per_class,
+            seed=seed,
+            regret_weight=regret_weight,
+            regret_per_class=regret_per_class,
+            log=log,
+        )
+        info["data"] = {"spec": data, "procedural_fraction": procedural_rain}
+        prov["router_trained_from"] = {"file": src.name, "sha256": digest}
+    if offsets_per_class > 0:
+        # Another seed than the router's own pools: the offsets are fitted on pairs it has not seen.
+        fitted = fit_router_offsets(model, source, per_class=offsets_per_class, seed=seed + 7_777_777, log=log)
+        previous = (info.get("decision_offsets") or {}).get("offsets")
+        if previous is not None:  # refitted on top of earlier offsets: the head now carries their sum
+            fitted["offsets_added"] = fitted["offsets"]
+            fitted["offsets"] = [round(a + b, 4) for a, b in zip(previous, fitted["offsets"], strict=True)]
+        info["decision_offsets"] = {**fitted, "fitted_on": {"file": src.name, "sha256": digest}}
+    elif offsets_only:
+        raise EdgerainError("--offsets-only with --offsets-per-class 0 would change nothing")
     prov["router"] = info
-    prov["router_trained_from"] = {"file": src.name, "sha256": digest}
     save_checkpoint(model, out, prov)
     return info

@@ -142,3 +142,29 @@ def test_model_card_names_a_single_class_stage_and_a_kept_router() -> None:
     assert "--rain-classes light --calibrate-per-class 0" in last
     assert "--rain-classes" not in card.split("stage 2 (warm start")[0]
     assert "which kept it (`--calibrate-per-class 0`)" in card
+
+
+def test_model_card_gives_the_decision_offsets_and_what_they_did() -> None:
+    stats = {"pairs": 150}
+    offsets = {
+        "offsets": [0.0, -1.25, 0.5],
+        "pairs_per_class": 100,
+        "report_half": {
+            "before": {**stats, "routed_psnr_y": 30.9, "oracle_psnr_y": 31.6},
+            "after": {**stats, "routed_psnr_y": 31.1, "oracle_psnr_y": 31.6},
+        },
+    }
+    report = {
+        "model": "clip-rpn-edge",
+        "params": 5_076_950,
+        "bytes": 20_429_016,
+        "git_commit": "0a3",
+        "provenance": {"clip_pretrained": False, "step": 1, "recipe": {}, "router": _trained_router()},
+        "evaluation": {},
+        "cpu_latency_480x320": [],
+    }
+    assert "Decision offsets" not in model_card(report)
+    report["provenance"]["router"] = _trained_router(decision_offsets=offsets)  # type: ignore[index]
+    card = model_card(report)
+    assert "Decision offsets [0.0, -1.25, 0.5]" in card and "--offsets-only`, 100 synthetic pairs per class" in card
+    assert "routed Y-PSNR 30.9 -> 31.1 dB (best expert per pair 31.6)" in card

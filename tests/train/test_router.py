@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,7 +15,9 @@ from edgerain.models.registry import build_model
 from edgerain.train.data import open_source
 from edgerain.train.router import (
     VIEW_SIZES,
+    best_offsets,
     calibrate_router,
+    fit_router_offsets,
     measure_regret,
     router_pool,
     train_router,
@@ -114,6 +117,7 @@ def test_calibrate_router_command_writes_a_checkpoint_with_only_the_router_chang
     save_checkpoint(model, src, {"trained": True, "step": 7})
     out = tmp_path / "out.safetensors"
     args = ["calibrate-router", str(src), "--out", str(out), "--data", f"synth:{train_root}", "--regret-per-class", "1"]
+    args += ["--offsets-per-class", "0"]
     assert main([*args, "--steps", "2", "--per-class", "5"]) == 0
     again = load_checkpoint(out)
     assert again.config.router_head == "linear"  # type: ignore[attr-defined]
@@ -147,3 +151,98 @@ def test_calibrate_router_refuses_what_it_cannot_do(train_root: Path, tmp_path: 
     assert main(["calibrate-router", str(plain), "--out", str(out), "--data", str(pairs)]) != 0
     assert "synth" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_best_offsets_move_decisions_to_the_expert_that_loses_least() -> None:
+    # Six images the router calls class 1 with growing confidence; expert 0 is better on the first four.
+    log_p = np.log(
+        np.array([[0.45, 0.55, 0.0], [0.4, 0.6, 0.0], [0.35, 0.65, 0.0], [0.3, 0.7, 0.0]] + [[0.1, 0.9, 0.0]] * 2)
+        + 1e-9
+    )
+    psnr = np.array([[30.0, 28.0, 20.0]] * 4 + [[25.0, 29.0, 20.0]] * 2)
+    off = best_offsets(log_p, psnr)
+    assert off[0] == 0.0
+    picks = (log_p + off).argmax(1)
+    assert picks.tolist() == [0, 0, 0, 0, 1, 1]
+    # The smallest offsets that do it: the threshold lies between 0.7/0.3 and 0.9/0.1 in odds.
+    assert off[1] < 0 and abs(off[1]) <= np.log(9.0) and abs(off[1]) >= np.log(0.7 / 0.3)
+    # A router that is already right keeps zero offsets (ties go to the smallest).
+    assert best_offsets(log_p, np.array([[20.0, 30.0, 10.0]] * 6)).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_fit_router_offsets_shift_only_the_head_bias(train_root: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("clip-rpn-tiny", quiet_clip=True).eval()
+    source = open_source(f"synth:{train_root}", 0)
+    with pytest.raises(EdgerainError, match="linear routing head"):
+        fit_router_offsets(model, source, per_class=2, seed=1)
+    calibrate_router(model, source, 4, 3)
+    weight, bias = model.router.head.weight.clone(), model.router.head.bias.clone()
+    tower = {k: v.clone() for k, v in model.router.image.state_dict().items()}
+    info = fit_router_offsets(model, source, per_class=4, seed=5)
+    off = torch.tensor(info["offsets"])
+    assert off[0] == 0 and len(off) == 3
+    torch.testing.assert_close(model.router.head.weight, weight)
+    torch.testing.assert_close(model.router.head.bias, bias + off, atol=1e-4, rtol=0)
+    assert all(torch.equal(v, model.router.image.state_dict()[k]) for k, v in tower.items())
+    fit, rep = info["fit_half"], info["report_half"]
+    assert fit["before"]["pairs"] == rep["before"]["pairs"] == 6
+    assert fit["after"]["mean_regret_db"] <= fit["before"]["mean_regret_db"]
+    for half in (fit, rep):
+        for when in ("before", "after"):
+            s = half[when]
+            assert s["routed_psnr_y"] <= s["oracle_psnr_y"] + 1e-9 and sum(s["routing_counts"]) == 6
+            assert s["mean_regret_db"] == pytest.approx(s["oracle_psnr_y"] - s["routed_psnr_y"], abs=2e-4)
+
+
+def test_calibrate_router_offsets_only_keeps_the_router_and_accumulates(
+    train_root: Path, tmp_path: Path, capsys
+) -> None:
+    torch.manual_seed(0)
+    model = build_model("clip-rpn-tiny", quiet_clip=True).eval()
+    src = tmp_path / "in.safetensors"
+    save_checkpoint(model, src, {"step": 3})
+    out = tmp_path / "out.safetensors"
+    data = ["--data", f"synth:{train_root}"]
+    # A prompt router has no head to shift: a one-line refusal, nothing written.
+    assert main(["calibrate-router", str(src), "--out", str(out), *data, "--offsets-only"]) != 0
+    assert "--offsets-only needs a router with a fitted linear head" in capsys.readouterr().err
+    assert not out.exists()
+    calibrate_router(model, open_source(f"synth:{train_root}", 0), 4, 3)
+    save_checkpoint(model, src, {"step": 3, "router": {"calibrated": True, "kept_from_init": True}})
+    assert (
+        main(["calibrate-router", str(src), "--out", str(out), *data, "--offsets-only", "--offsets-per-class", "0"])
+        != 0
+    )
+    assert "would change nothing" in capsys.readouterr().err
+    once = ["calibrate-router", str(src), "--out", str(out), *data, "--offsets-only", "--offsets-per-class", "3"]
+    assert main(once) == 0
+    assert "decision offsets" in capsys.readouterr().out
+    again = load_checkpoint(out)
+    assert state_dicts_equal(again.experts, model.experts)  # type: ignore[attr-defined]
+    assert state_dicts_equal(again.router.image, model.router.image)  # type: ignore[attr-defined]
+    torch.testing.assert_close(again.router.head.weight, model.router.head.weight)  # type: ignore[attr-defined]
+    router = read_metadata(out)["provenance"]["router"]
+    assert router["kept_from_init"] is True and router["calibrated"] is True
+    first = router["decision_offsets"]["offsets"]
+    assert router["decision_offsets"]["fitted_on"]["file"] == "in.safetensors"
+    torch.testing.assert_close(
+        again.router.head.bias,  # type: ignore[attr-defined]
+        model.router.head.bias + torch.tensor(first),
+        atol=1e-4,
+        rtol=0,
+    )
+    # Fitting again on top records the sum, which is what the head now carries.
+    twice = tmp_path / "twice.safetensors"
+    assert (
+        main(["calibrate-router", str(out), "--out", str(twice), *data, "--offsets-only", "--offsets-per-class", "3"])
+        == 0
+    )
+    rec = read_metadata(twice)["provenance"]["router"]["decision_offsets"]
+    assert rec["offsets"] == pytest.approx([a + b for a, b in zip(first, rec["offsets_added"], strict=True)], abs=1e-3)
+    torch.testing.assert_close(
+        load_checkpoint(twice).router.head.bias,  # type: ignore[attr-defined]
+        model.router.head.bias + torch.tensor(rec["offsets"]),
+        atol=1e-3,
+        rtol=0,
+    )
