@@ -212,10 +212,10 @@ def calibrate_router(
         typer.echo(json.dumps({"confusion": held["confusion"], "regret_db": info["regret_db"]}))
     offsets = info.get("decision_offsets")
     if offsets_per_class > 0 and offsets:
-        rep = offsets["report_half"]
+        cv = offsets["cross_validated"]
         typer.echo(
-            f"decision offsets {offsets['offsets']}: on {rep['before']['pairs']} pairs not used to fit them, "
-            f"routed {rep['before']['routed_psnr_y']:.2f} -> {rep['after']['routed_psnr_y']:.2f} dB Y-PSNR "
-            f"(best expert per pair {rep['after']['oracle_psnr_y']:.2f})"
+            f"decision offsets {offsets['offsets']}: routed Y-PSNR {cv['before']['routed_psnr_y']:.2f} -> "
+            f"{cv['after']['routed_psnr_y']:.2f} dB (two-fold cross-validated on "
+            f"{offsets['in_sample']['before']['pairs']} synthetic pairs; best expert per pair {cv['oracle_psnr_y']:.2f})"
         )
     typer.echo(f"wrote {out}")

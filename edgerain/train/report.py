@@ -209,14 +209,13 @@ def _router_line(router: dict[str, Any]) -> str:
         text += " Fitted before the last stage, which kept it (`--calibrate-per-class 0`)."
     offsets = router.get("decision_offsets")
     if offsets:
-        rep = offsets.get("report_half", {})
-        before, after = rep.get("before", {}), rep.get("after", {})
+        cv = offsets.get("cross_validated", {})
         text += (
             f" Decision offsets {offsets.get('offsets')} (log-probability, per class) fitted on the final experts "
             f"(`edgerain calibrate-router --offsets-only`, {offsets.get('pairs_per_class')} synthetic pairs per class, "
-            "every expert run on each): on the half of those pairs not used to fit them, routed Y-PSNR "
-            f"{before.get('routed_psnr_y')} -> {after.get('routed_psnr_y')} dB (best expert per pair "
-            f"{after.get('oracle_psnr_y')})."
+            "every expert run on each): routed Y-PSNR on those pairs "
+            f"{cv.get('before', {}).get('routed_psnr_y')} -> {cv.get('after', {}).get('routed_psnr_y')} dB, "
+            f"two-fold cross-validated (best expert per pair {cv.get('oracle_psnr_y')})."
         )
     return text
 

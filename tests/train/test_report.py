@@ -145,14 +145,10 @@ def test_model_card_names_a_single_class_stage_and_a_kept_router() -> None:
 
 
 def test_model_card_gives_the_decision_offsets_and_what_they_did() -> None:
-    stats = {"pairs": 150}
     offsets = {
         "offsets": [0.0, -1.25, 0.5],
         "pairs_per_class": 100,
-        "report_half": {
-            "before": {**stats, "routed_psnr_y": 30.9, "oracle_psnr_y": 31.6},
-            "after": {**stats, "routed_psnr_y": 31.1, "oracle_psnr_y": 31.6},
-        },
+        "cross_validated": {"before": {"routed_psnr_y": 30.9}, "after": {"routed_psnr_y": 31.1}, "oracle_psnr_y": 31.6},
     }
     report = {
         "model": "clip-rpn-edge",
@@ -167,4 +163,4 @@ def test_model_card_gives_the_decision_offsets_and_what_they_did() -> None:
     report["provenance"]["router"] = _trained_router(decision_offsets=offsets)  # type: ignore[index]
     card = model_card(report)
     assert "Decision offsets [0.0, -1.25, 0.5]" in card and "--offsets-only`, 100 synthetic pairs per class" in card
-    assert "routed Y-PSNR 30.9 -> 31.1 dB (best expert per pair 31.6)" in card
+    assert "routed Y-PSNR on those pairs 30.9 -> 31.1 dB, two-fold cross-validated (best expert per pair 31.6)" in card

@@ -185,14 +185,15 @@ def test_fit_router_offsets_shift_only_the_head_bias(train_root: Path) -> None:
     torch.testing.assert_close(model.router.head.weight, weight)
     torch.testing.assert_close(model.router.head.bias, bias + off, atol=1e-4, rtol=0)
     assert all(torch.equal(v, model.router.image.state_dict()[k]) for k, v in tower.items())
-    fit, rep = info["fit_half"], info["report_half"]
-    assert fit["before"]["pairs"] == rep["before"]["pairs"] == 6
-    assert fit["after"]["mean_regret_db"] <= fit["before"]["mean_regret_db"]
-    for half in (fit, rep):
-        for when in ("before", "after"):
-            s = half[when]
-            assert s["routed_psnr_y"] <= s["oracle_psnr_y"] + 1e-9 and sum(s["routing_counts"]) == 6
-            assert s["mean_regret_db"] == pytest.approx(s["oracle_psnr_y"] - s["routed_psnr_y"], abs=2e-4)
+    ins, cv = info["in_sample"], info["cross_validated"]
+    assert ins["before"]["pairs"] == ins["after"]["pairs"] == 12
+    # In sample the installed offsets never lose; cross-validated they may, but the pool is the same.
+    assert ins["after"]["routed_psnr_y"] >= ins["before"]["routed_psnr_y"] - 1e-9
+    assert ins["before"]["routed_psnr_y"] == pytest.approx(cv["before"]["routed_psnr_y"], abs=1e-3)
+    assert len(cv["fold_offsets"]) == 2 and all(o[0] == 0 for o in cv["fold_offsets"])
+    for s in (ins["before"], ins["after"], cv["before"], cv["after"]):
+        assert s["routed_psnr_y"] <= ins["before"]["oracle_psnr_y"] + 1e-9
+    assert sum(ins["after"]["routing_counts"]) == 12
 
 
 def test_calibrate_router_offsets_only_keeps_the_router_and_accumulates(
