@@ -210,12 +210,13 @@ def _router_line(router: dict[str, Any]) -> str:
     offsets = router.get("decision_offsets")
     if offsets:
         cv = offsets.get("cross_validated", {})
+        before = float(cv.get("before", {}).get("routed_psnr_y", float("nan")))
+        after = float(cv.get("after", {}).get("routed_psnr_y", float("nan")))
         text += (
             f" Decision offsets {offsets.get('offsets')} (log-probability, per class) fitted on the final experts "
             f"(`edgerain calibrate-router --offsets-only`, {offsets.get('pairs_per_class')} synthetic pairs per class, "
-            "every expert run on each): routed Y-PSNR on those pairs "
-            f"{cv.get('before', {}).get('routed_psnr_y')} -> {cv.get('after', {}).get('routed_psnr_y')} dB, "
-            f"two-fold cross-validated (best expert per pair {cv.get('oracle_psnr_y')})."
+            f"every expert run on each): routed Y-PSNR on those pairs {before:.2f} -> {after:.2f} dB, two-fold "
+            f"cross-validated (best expert per pair {float(cv.get('oracle_psnr_y', float('nan'))):.2f})."
         )
     return text
 

@@ -67,9 +67,12 @@ def test_recipe_runs_every_stage_from_the_one_before(tmp_path: Path) -> None:
     # (no GPU here) before the single-class stages, which keep it.
     inits = [line.split("--init ")[1].split()[0] for line in trains[1:]]
     assert inits[:4] == [f"{run}/stage{i}/last.safetensors" for i in (1, 2, 3, 4)]
-    router = next(line for line in lines if "calibrate-router" in line)
+    router, offsets = (line for line in lines if "calibrate-router" in line)
     assert f"calibrate-router {run}/stage5/last.safetensors --out {run}/routed.safetensors" in router
-    assert lines.index(router) < lines.index(trains[5])
+    assert "--offsets-per-class 0" in router  # the experts change after it: offsets come last
+    assert lines.index(router) < lines.index(trains[5]) < lines.index(offsets)
+    assert f"calibrate-router {run}/stage8/last.safetensors --out {run}/default.safetensors" in offsets
+    assert "--offsets-only --offsets-per-class 300" in offsets
     assert inits[4:] == [f"{run}/routed.safetensors"]
     assert trains[5].startswith("torchrun ") and "--rain-classes light --calibrate-per-class 0" in trains[5]
     assert (run / "default.safetensors").is_file()

@@ -148,7 +148,11 @@ def test_model_card_gives_the_decision_offsets_and_what_they_did() -> None:
     offsets = {
         "offsets": [0.0, -1.25, 0.5],
         "pairs_per_class": 100,
-        "cross_validated": {"before": {"routed_psnr_y": 30.9}, "after": {"routed_psnr_y": 31.1}, "oracle_psnr_y": 31.6},
+        "cross_validated": {
+            "before": {"routed_psnr_y": 30.9},
+            "after": {"routed_psnr_y": 31.1234},
+            "oracle_psnr_y": 31.6,
+        },
     }
     report = {
         "model": "clip-rpn-edge",
@@ -163,4 +167,6 @@ def test_model_card_gives_the_decision_offsets_and_what_they_did() -> None:
     report["provenance"]["router"] = _trained_router(decision_offsets=offsets)  # type: ignore[index]
     card = model_card(report)
     assert "Decision offsets [0.0, -1.25, 0.5]" in card and "--offsets-only`, 100 synthetic pairs per class" in card
-    assert "routed Y-PSNR on those pairs 30.9 -> 31.1 dB, two-fold cross-validated (best expert per pair 31.6)" in card
+    assert (
+        "routed Y-PSNR on those pairs 30.90 -> 31.12 dB, two-fold cross-validated (best expert per pair 31.60)" in card
+    )
