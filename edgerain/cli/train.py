@@ -170,7 +170,7 @@ def calibrate_router(
             help="Synthetic pairs per class on which every expert is run to fit decision offsets (the PSNR each "
             "pick loses against the best expert); 0 skips them."
         ),
-    ] = 100,
+    ] = 300,
     offsets_only: Annotated[
         bool,
         typer.Option(
