@@ -446,6 +446,8 @@ def train_router_checkpoint(
         raise EdgerainError(
             f"--data {data}: the router is fitted on synthetic rain (synth or synth:ROOT), whose classes are known"
         )
+    if offsets_per_class < 0:
+        raise EdgerainError(f"--offsets-per-class {offsets_per_class}: give 0 (no offsets) or a positive count")
     source = open_source(data, seed, procedural_rain)
     digest = sha256_file(src)
     prov = dict(getattr(model, "provenance", {}))

@@ -125,6 +125,13 @@ def test_calibrate_router_command_writes_a_checkpoint_with_only_the_router_chang
     prov = read_metadata(out)["provenance"]
     assert prov["step"] == 7 and prov["router"]["tower_trained"] is True
     assert prov["router_trained_from"]["file"] == "in.safetensors" and len(prov["router_trained_from"]["sha256"]) == 64
+    # With offsets (the default), the tower is trained and then the offsets fitted on its experts.
+    offset = tmp_path / "offset.safetensors"
+    full = [*args[:3], str(offset), *args[4:-2], "--steps", "2", "--per-class", "5", "--offsets-per-class", "2"]
+    assert main(full) == 0
+    router = read_metadata(offset)["provenance"]["router"]
+    assert router["tower_trained"] is True and router["decision_offsets"]["pairs_per_class"] == 2
+    assert main([*full[:-1], "-1"]) != 0
     # The same seed gives the same router.
     twice = tmp_path / "twice.safetensors"
     assert main([*args[:3], str(twice), *args[4:], "--steps", "2", "--per-class", "5"]) == 0
