@@ -170,7 +170,7 @@ def calibrate_router(
             help="Synthetic pairs per class on which every expert is run to fit decision offsets (the PSNR each "
             "pick loses against the best expert); 0 skips them."
         ),
-    ] = 300,
+    ] = 300,  # edgerain.train.router.DEFAULT_OFFSETS_PER_CLASS, not imported: the CLI starts without torch
     offsets_only: Annotated[
         bool,
         typer.Option(
@@ -211,7 +211,7 @@ def calibrate_router(
         )
         typer.echo(json.dumps({"confusion": held["confusion"], "regret_db": info["regret_db"]}))
     offsets = info.get("decision_offsets")
-    if offsets_per_class > 0 and offsets:
+    if offsets:
         cv = offsets["cross_validated"]
         typer.echo(
             f"decision offsets {offsets['offsets']}: routed Y-PSNR {cv['before']['routed_psnr_y']:.2f} -> "

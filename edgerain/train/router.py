@@ -176,6 +176,9 @@ def calibrate_router(model: Any, source: TrainSource, per_class: int, seed: int,
 # Decision offsets are searched on this grid (log-probability units), one per class but the first.
 OFFSET_STEP = 0.25
 OFFSET_SPAN = 4.0
+# Pairs per class for the offsets: with 100, offsets fitted on half the pairs of the bundled default
+# lost 0.05 dB on the other half; with 300 the cross-validated gain was stable.
+DEFAULT_OFFSETS_PER_CLASS = 300
 
 
 def _pair_regret(log_p: np.ndarray, psnr: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -417,7 +420,7 @@ def train_router_checkpoint(
     seed: int = 31337,
     regret_weight: float = 0.2,
     regret_per_class: int = 24,
-    offsets_per_class: int = 0,
+    offsets_per_class: int = DEFAULT_OFFSETS_PER_CLASS,
     offsets_only: bool = False,
     threads: int | None = None,
     log: Any = None,
@@ -448,6 +451,8 @@ def train_router_checkpoint(
         )
     if offsets_per_class < 0:
         raise EdgerainError(f"--offsets-per-class {offsets_per_class}: give 0 (no offsets) or a positive count")
+    if offsets_only and offsets_per_class == 0:
+        raise EdgerainError("--offsets-only with --offsets-per-class 0 would change nothing")
     source = open_source(data, seed, procedural_rain)
     digest = sha256_file(src)
     prov = dict(getattr(model, "provenance", {}))
@@ -476,8 +481,6 @@ def train_router_checkpoint(
             fitted["offsets_added"] = fitted["offsets"]
             fitted["offsets"] = [round(a + b, 4) for a, b in zip(previous, fitted["offsets"], strict=True)]
         info["decision_offsets"] = {**fitted, "fitted_on": {"file": src.name, "sha256": digest}}
-    elif offsets_only:
-        raise EdgerainError("--offsets-only with --offsets-per-class 0 would change nothing")
     prov["router"] = info
     save_checkpoint(model, out, prov)
     return info

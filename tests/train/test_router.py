@@ -14,6 +14,7 @@ from edgerain.models.checkpoint import load_checkpoint, read_metadata, save_chec
 from edgerain.models.registry import build_model
 from edgerain.train.data import open_source
 from edgerain.train.router import (
+    DEFAULT_OFFSETS_PER_CLASS,
     VIEW_SIZES,
     best_offsets,
     calibrate_router,
@@ -253,4 +254,15 @@ def test_calibrate_router_offsets_only_keeps_the_router_and_accumulates(
         model.router.head.bias + torch.tensor(rec["offsets"]),
         atol=1e-3,
         rtol=0,
+    )
+
+
+def test_cli_and_api_share_the_offsets_default() -> None:
+    import inspect
+
+    from edgerain.cli.train import calibrate_router as cli_command
+
+    assert inspect.signature(cli_command).parameters["offsets_per_class"].default == DEFAULT_OFFSETS_PER_CLASS
+    assert (
+        inspect.signature(train_router_checkpoint).parameters["offsets_per_class"].default == DEFAULT_OFFSETS_PER_CLASS
     )
