@@ -93,6 +93,12 @@ def train(
             help="CLIP-RPN: fraction of pairs sent to an expert for heavier rain, so experts tolerate misrouting."
         ),
     ] = 0.0,
+    route_by: Annotated[
+        str,
+        typer.Option(
+            help="CLIP-RPN: send each pair to its rain class's expert ('labels') or to the one the router picks ('router')."
+        ),
+    ] = "labels",
     rain_classes: Annotated[
         str | None,
         typer.Option(help="--data synth: comma-separated rain classes to draw (light,moderate,heavy); default all."),
@@ -136,6 +142,7 @@ def train(
         init=str(init) if init is not None else None,
         procedural_rain=procedural_rain,
         misroute=misroute,
+        route_by=route_by,
         rain_classes=tuple(c.strip() for c in rain_classes.split(",")) if rain_classes is not None else None,
         time_budget_minutes=time_budget_minutes,
         stop_after=stop_after,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -23,6 +23,26 @@ from edgerain.data.streaks import RAIN_CLASSES, RainSynthesizer, class_of_mean_r
 from edgerain.errors import EdgerainError
 
 SYNTH_PREFIX = "synth"
+
+# Whole images are squashed to the router tower's square input whatever their size and aspect: the
+# router is trained on, and routed training draws, these sizes, each as a square, a landscape (3:2)
+# or a portrait (2:3) view (:func:`aspect_view`).
+VIEW_SIZES = (256, 320, 384, 480)
+# Stream keys of draws that must not take from a pair's own generator (see ``SynthSource.sample``).
+_CLASS_STREAM = 1
+_VIEW_STREAM = 0x5654
+# The largest crop every view holds (a 2:3 view of the smallest size): ``--route-by router``'s patch limit.
+ROUTED_MAX_PATCH = min(VIEW_SIZES) * 2 // 3
+
+
+def aspect_view(image: np.ndarray, kind: int) -> np.ndarray:
+    """``image`` (H, W, C) as a square (kind 0), a 3:2 landscape (1) or a 2:3 portrait (2) view."""
+    h, w = image.shape[:2]
+    if kind == 1:
+        return image[: h * 2 // 3]
+    if kind == 2:
+        return image[:, : w * 2 // 3]
+    return image
 
 
 class TrainSource(Protocol):
@@ -54,14 +74,56 @@ class SynthSource:
             out["rain_classes"] = list(self.classes)
         return out
 
+    def class_for(self, index: int) -> str | None:
+        """The rain class sample ``index`` is drawn from (``None``: the synthesiser picks any)."""
+        if self.classes is None:
+            return None
+        # A stream of its own: the pick takes no draws from the pair's generator.
+        pick = np.random.default_rng([self.seed, index, _CLASS_STREAM]).integers(len(self.classes))
+        return self.classes[int(pick)]
+
     def sample(self, index: int, patch: int) -> tuple[np.ndarray, np.ndarray, int]:
-        rain_class = None
-        if self.classes is not None:
-            # A stream of its own (the extra key 1): the pick takes no draws from the pair's generator.
-            pick = np.random.default_rng([self.seed, index, 1]).integers(len(self.classes))
-            rain_class = self.classes[int(pick)]
-        rainy, clean, pattern = self.synth.pair(self.seed, index, patch, rain_class=rain_class)
+        rainy, clean, pattern = self.synth.pair(self.seed, index, patch, rain_class=self.class_for(index))
         return rainy, clean, pattern.label
+
+
+class RouterRoutedSource:
+    """Synthetic pairs labelled with the expert the router picks, not with their rain class (``--route-by router``).
+
+    Sample ``i`` is a whole synthetic view (a size of :data:`VIEW_SIZES`, square, landscape or
+    portrait, as the router is trained on and as it sees a deployed image), routed by the frozen
+    router, and a random ``patch`` crop of it labelled with the chosen expert. Trained on these,
+    each CLIP-RPN expert learns the rain the router actually sends it, its mistakes included: on
+    held-out pairs most of the PSNR lost to routing is light rain that the moderate expert receives
+    but never trained on. ``route`` maps a (1, 3, H, W) image to routing scores (1, K); it must be
+    frozen for the stream to stay a pure function of (seed, i).
+    """
+
+    def __init__(self, base: SynthSource, route: Callable[[Tensor], Tensor]) -> None:
+        self.base = base
+        self.synth = base.synth  # router calibration draws from the synthesiser (``_synth_of``)
+        self.seed = base.seed
+        self.route = route
+
+    def describe(self) -> dict[str, object]:
+        return {**self.base.describe(), "route_by": "router", "view_sizes": list(VIEW_SIZES)}
+
+    def sample(self, index: int, patch: int) -> tuple[np.ndarray, np.ndarray, int]:
+        rng = np.random.default_rng([self.seed, index, _VIEW_STREAM])
+        size, kind = VIEW_SIZES[int(rng.integers(len(VIEW_SIZES)))], int(rng.integers(3))
+        rainy, clean, _ = self.synth.pair(self.seed, index, size, rain_class=self.base.class_for(index))
+        rainy, clean = aspect_view(rainy, kind), aspect_view(clean, kind)
+        h, w = rainy.shape[:2]
+        if patch > ROUTED_MAX_PATCH:
+            raise EdgerainError(
+                f"--route-by router crops its patches from whole views: --patch {ROUTED_MAX_PATCH} at most"
+            )
+        with torch.no_grad():
+            scores = self.route(torch.from_numpy(np.ascontiguousarray(rainy)).permute(2, 0, 1).unsqueeze(0))
+        expert = int(scores.argmax(dim=-1).item())
+        y, x = int(rng.integers(h - patch + 1)), int(rng.integers(w - patch + 1))
+        crop = (slice(y, y + patch), slice(x, x + patch))
+        return np.ascontiguousarray(rainy[crop]), np.ascontiguousarray(clean[crop]), expert
 
 
 def check_rain_classes(classes: tuple[str, ...] | None) -> tuple[str, ...] | None:

@@ -15,6 +15,7 @@ DistributedDataParallel, and rank 0 validates, logs and writes checkpoints.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -33,7 +34,16 @@ from torch import Tensor, nn
 from edgerain.errors import EdgerainError
 from edgerain.models.base import DerainModel
 from edgerain.train import losses
-from edgerain.train.data import StepBatches, TrainSource, ValidationSet, open_source
+from edgerain.train.data import (
+    ROUTED_MAX_PATCH,
+    RouterRoutedSource,
+    StepBatches,
+    SynthSource,
+    TrainSource,
+    ValidationSet,
+    is_synth_spec,
+    open_source,
+)
 from edgerain.train.router import calibrate_router
 from edgerain.utils import set_torch_threads
 
@@ -43,6 +53,9 @@ BEST = "best.safetensors"
 LOG = "log.jsonl"
 CURVE = "curve.png"
 RUN = "run.json"
+
+
+ROUTE_BY = ("labels", "router")
 
 
 @dataclasses.dataclass
@@ -81,6 +94,10 @@ class TrainConfig:
     # CLIP-RPN: fraction of the pairs sent to an expert for heavier rain than their label (see
     # ``misroute_labels``), so that the experts tolerate the router's usual mistake.
     misroute: float = 0.0
+    # CLIP-RPN: "labels" sends each pair to its rain class's expert; "router" to the expert the frozen
+    # router picks for the whole synthetic view it is cropped from (``RouterRoutedSource``), so that
+    # each expert trains on what it receives when deployed.
+    route_by: str = "labels"
     # Wall-clock budget: the schedule follows elapsed time when it binds before ``iters`` (CPU runs
     # on shared machines, whose speed is unknown in advance); the run stops when it is spent.
     time_budget_minutes: float | None = None
@@ -331,6 +348,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise EdgerainError("--misroute must be in [0, 1)")
     if cfg.misroute and family != "clip-rpn":
         raise EdgerainError(f"--misroute is for CLIP-RPN networks (their experts); {cfg.model} has none")
+    if cfg.route_by not in ROUTE_BY:
+        raise EdgerainError(f"--route-by must be one of {', '.join(ROUTE_BY)}, not '{cfg.route_by}'")
+    if cfg.route_by == "router":
+        if family != "clip-rpn":
+            raise EdgerainError(f"--route-by router is for CLIP-RPN networks (their router); {cfg.model} has none")
+        if not is_synth_spec(cfg.data):
+            raise EdgerainError(
+                "--route-by router needs synthetic data (--data synth): it routes whole synthetic views"
+            )
+        if cfg.misroute or cfg.shared_warmup:
+            raise EdgerainError("--route-by router replaces --misroute and --shared-warmup: pass one of them")
+        if cfg.patch > ROUTED_MAX_PATCH:
+            raise EdgerainError(
+                f"--route-by router crops its patches from whole views: --patch {ROUTED_MAX_PATCH} at most"
+            )
     if cfg.workers < 0:
         raise EdgerainError("--workers must be 0 or more")
     if min(cfg.val_every, cfg.ckpt_every, cfg.log_every) <= 0 or cfg.lr <= 0:
@@ -427,6 +459,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
             # Hard routing leaves the unselected experts without gradients in a step.
             runner = DistributedDataParallel(step_module, find_unused_parameters=True)
+
+        if cfg.route_by == "router":
+            # The router is frozen and, once DDP has broadcast rank 0's parameters (the random CLIP
+            # tower included), the same on every rank: a CPU copy labels the samples wherever they
+            # are synthesised (worker processes included).
+            assert isinstance(source, SynthSource)
+            routed: Any = model
+            source = RouterRoutedSource(source, copy.deepcopy(routed.router).cpu().eval())
 
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)

@@ -28,11 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgerain.errors import EdgerainError
-from edgerain.train.data import TrainSource
-
-# Whole images are squashed to the tower's square input whatever their size and aspect: the pool
-# draws these sizes, each as a square, a landscape (3:2) and a portrait (2:3) view.
-VIEW_SIZES = (256, 320, 384, 480)
+from edgerain.train.data import VIEW_SIZES, TrainSource, aspect_view
 
 
 def _synth_of(source: TrainSource) -> Any:
@@ -40,15 +36,6 @@ def _synth_of(source: TrainSource) -> Any:
     if synth is None:
         raise EdgerainError("router calibration needs synthetic data (--data synth) that knows its rain classes")
     return synth
-
-
-def _view(image: np.ndarray, kind: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    if kind == 1:
-        return image[: h * 2 // 3]
-    if kind == 2:
-        return image[:, : w * 2 // 3]
-    return image
 
 
 @torch.no_grad()
@@ -67,7 +54,7 @@ def router_pool(model: Any, source: TrainSource, per_class: int, seed: int) -> t
         for i in range(per_class):
             size = VIEW_SIZES[i % len(VIEW_SIZES)]
             rainy, _, _ = synth.pair(seed, k * 1_000_000 + i, size, rain_class=cls)
-            view = np.ascontiguousarray(_view(rainy, (i // len(VIEW_SIZES)) % 3))
+            view = np.ascontiguousarray(aspect_view(rainy, (i // len(VIEW_SIZES)) % 3))
             x = torch.from_numpy(view).permute(2, 0, 1).unsqueeze(0)
             images.append(tower.resize(x)[0].half())
             labels.append(k)
@@ -259,7 +246,10 @@ def fit_router_offsets(
             for i in range(per_class):
                 rainy, clean, _ = synth.pair(seed, c * 1_000_000 + i, (256, 320, 384)[i % 3], rain_class=cls)
                 kind = (i // 3) % 3
-                rainy, clean = np.ascontiguousarray(_view(rainy, kind)), np.ascontiguousarray(_view(clean, kind))
+                rainy, clean = (
+                    np.ascontiguousarray(aspect_view(rainy, kind)),
+                    np.ascontiguousarray(aspect_view(clean, kind)),
+                )
                 x = torch.from_numpy(rainy).permute(2, 0, 1).unsqueeze(0)
                 log_p.append(torch.log(model.router(x)[0].double().clamp_min(1e-12)).numpy())
                 psnr.append(forced_expert_psnr(model, rainy, clean))

@@ -21,7 +21,17 @@ def _edgerain_script() -> str:
     return str(script)
 
 
-def test_two_gloo_processes_match_one(train_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "routing",
+    [
+        # Misrouting is drawn per sample index, so both ranks' slices agree with the single process.
+        ["--misroute", "0.5"],
+        # Routed by the router that rank 0 calibrated and broadcast: every rank must route alike.
+        ["--route-by", "router"],
+    ],
+    ids=["misroute", "route-by-router"],
+)
+def test_two_gloo_processes_match_one(train_root: Path, tmp_path: Path, routing: list[str]) -> None:
     args = [
         "train",
         "--model",
@@ -41,9 +51,7 @@ def test_two_gloo_processes_match_one(train_root: Path, tmp_path: Path) -> None:
         "--threads",
         "1",
         "--no-progress",
-        # Misrouting is drawn per sample index, so both ranks' slices agree with the single process.
-        "--misroute",
-        "0.5",
+        *routing,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     ddp = subprocess.run(

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -284,3 +285,99 @@ def test_train_routes_through_misroute(train_root: Path, tmp_path: Path, monkeyp
         train(_cfg(train_root, tmp_path / "bad", misroute=1.0))
     with pytest.raises(EdgerainError, match="--misroute is for CLIP-RPN"):
         train(_cfg(train_root, tmp_path / "bad", model="rdmc-tiny", misroute=0.2))
+
+
+class _BrightnessRouter:
+    """A stand-in router: the expert is the mean brightness of the whole image in thirds; records its inputs."""
+
+    def __init__(self) -> None:
+        self.seen: list[torch.Tensor] = []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.clone())
+        k = min(2, int(x.mean().item() * 3))
+        return torch.nn.functional.one_hot(torch.tensor([k]), 3).float()
+
+
+def test_router_routed_source_labels_crops_by_the_whole_view(train_root: Path) -> None:
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from edgerain.train.data import ROUTED_MAX_PATCH, VIEW_SIZES, RouterRoutedSource
+
+    base = open_source(f"synth:{train_root}", seed=4)
+    router = _BrightnessRouter()
+    source = RouterRoutedSource(base, router)
+    shapes = set()
+    for index in range(12):
+        rainy, clean, label = source.sample(index, 16)
+        view = router.seen[-1][0].permute(1, 2, 0).numpy()
+        shapes.add(view.shape[:2])
+        # The router saw a whole view (one of the sizes it is trained on), not the crop ...
+        assert max(view.shape[:2]) in VIEW_SIZES and min(view.shape[:2]) in {s * 2 // 3 for s in VIEW_SIZES} | set(
+            VIEW_SIZES
+        )
+        assert label == min(2, int(float(view.mean()) * 3))
+        # ... and the crop is a window of that view.
+        windows = sliding_window_view(view, (16, 16, 3))[:, :, 0]
+        assert (np.abs(windows - rainy).reshape(*windows.shape[:2], -1).max(-1) == 0).any()
+        assert rainy.shape == clean.shape == (16, 16, 3)
+        again = source.sample(index, 16)  # a pure function of (seed, index)
+        assert np.array_equal(again[0], rainy) and np.array_equal(again[1], clean) and again[2] == label
+    assert len(shapes) > 2  # several sizes and aspects are drawn
+    assert source.describe()["route_by"] == "router" and source.synth is base.synth
+    with pytest.raises(EdgerainError, match=f"--patch {ROUTED_MAX_PATCH} at most"):
+        source.sample(0, ROUTED_MAX_PATCH + 1)
+
+
+def test_train_route_by_router_sends_each_pair_to_the_routers_choice(
+    train_root: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from edgerain.train.data import RouterRoutedSource
+
+    routed: list[int] = []
+    real_sample = RouterRoutedSource.sample
+
+    def spy_sample(self, index, patch):
+        out = real_sample(self, index, patch)
+        routed.append(out[2])
+        return out
+
+    stepped: list[int] = []
+    real_forward = TrainStep.forward
+
+    def spy_forward(self, rainy, clean, labels, progress):
+        stepped.extend(labels.tolist())
+        return real_forward(self, rainy, clean, labels, progress)
+
+    monkeypatch.setattr(RouterRoutedSource, "sample", spy_sample)
+    monkeypatch.setattr(TrainStep, "forward", spy_forward)
+    train(_cfg(train_root, tmp_path / "run", iters=3, shared_warmup=0.0, route_by="router", seed=2))
+    assert len(routed) == 6 and stepped == routed  # the experts got the router's choices as labels
+    prov = read_metadata(tmp_path / "run" / "last.safetensors")["provenance"]
+    assert prov["recipe"]["route_by"] == "router" and prov["data"]["route_by"] == "router"
+    # The decisions are the trained router's: its CPU copy agrees with the model's own routing.
+    model = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    source = RouterRoutedSource(open_source(f"synth:{train_root}", seed=2), model.router)  # type: ignore[arg-type]
+    assert [real_sample(source, i, 16)[2] for i in range(6)] == routed
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"route_by": "oracle"}, "--route-by must be one of labels, router"),
+        ({"route_by": "router", "model": "rdmc-tiny", "shared_warmup": 0.0}, "--route-by router is for CLIP-RPN"),
+        ({"route_by": "router", "misroute": 0.2, "shared_warmup": 0.0}, "replaces --misroute and --shared-warmup"),
+        ({"route_by": "router"}, "replaces --misroute and --shared-warmup"),  # _cfg's shared warm-up
+        ({"route_by": "router", "shared_warmup": 0.0, "patch": 171}, "--patch 170 at most"),
+    ],
+)
+def test_route_by_refusals(train_root: Path, tmp_path: Path, kw: dict, message: str) -> None:
+    with pytest.raises(EdgerainError, match=message):
+        train(_cfg(train_root, tmp_path / "run", **kw))
+    assert not (tmp_path / "run").exists()
+
+
+def test_route_by_router_needs_synthetic_data(pair_folder: Path, tmp_path: Path, capsys) -> None:
+    args = ["train", "--model", "clip-rpn-tiny", "--data", str(pair_folder), "--route-by", "router"]
+    assert main([*args, "--iters", "1", "--out", str(tmp_path / "run")]) == 2
+    assert "--route-by router needs synthetic data" in capsys.readouterr().err
