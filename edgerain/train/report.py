@@ -235,6 +235,8 @@ def _stage_line(label: str, model: str, stage: dict[str, Any]) -> str:
         opts += f" --misroute {recipe.get('misroute')}"
     if recipe.get("rain_classes"):
         opts += f" --rain-classes {','.join(recipe['rain_classes'])}"
+    if recipe.get("route_by", "labels") != "labels":
+        opts += f" --route-by {recipe['route_by']}"
     if recipe.get("init") and recipe.get("calibrate_per_class") == 0:
         opts += " --calibrate-per-class 0"
     processes = stage.get("processes") or 1

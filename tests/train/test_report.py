@@ -142,6 +142,10 @@ def test_model_card_names_a_single_class_stage_and_a_kept_router() -> None:
     assert "--rain-classes light --calibrate-per-class 0" in last
     assert "--rain-classes" not in card.split("stage 2 (warm start")[0]
     assert "which kept it (`--calibrate-per-class 0`)" in card
+    assert "--route-by" not in card  # label routing, the default, goes unsaid
+    report["provenance"]["recipe"] = {**recipe, "rain_classes": None, "route_by": "router"}
+    last = model_card(report).split("stage 2 (warm start")[1]
+    assert "--lr 0.0001 --procedural-rain 0.0 --route-by router --calibrate-per-class 0 ..." in last
 
 
 def test_model_card_gives_the_decision_offsets_and_what_they_did() -> None:
