@@ -109,15 +109,15 @@ class RouterRoutedSource:
         return {**self.base.describe(), "route_by": "router", "view_sizes": list(VIEW_SIZES)}
 
     def sample(self, index: int, patch: int) -> tuple[np.ndarray, np.ndarray, int]:
+        if patch > ROUTED_MAX_PATCH:
+            raise EdgerainError(
+                f"--route-by router crops its patches from whole views: --patch {ROUTED_MAX_PATCH} at most"
+            )
         rng = np.random.default_rng([self.seed, index, _VIEW_STREAM])
         size, kind = VIEW_SIZES[int(rng.integers(len(VIEW_SIZES)))], int(rng.integers(3))
         rainy, clean, _ = self.synth.pair(self.seed, index, size, rain_class=self.base.class_for(index))
         rainy, clean = aspect_view(rainy, kind), aspect_view(clean, kind)
         h, w = rainy.shape[:2]
-        if patch > ROUTED_MAX_PATCH:
-            raise EdgerainError(
-                f"--route-by router crops its patches from whole views: --patch {ROUTED_MAX_PATCH} at most"
-            )
         with torch.no_grad():
             scores = self.route(torch.from_numpy(np.ascontiguousarray(rainy)).permute(2, 0, 1).unsqueeze(0))
         expert = int(scores.argmax(dim=-1).item())
