@@ -26,7 +26,7 @@ SYNTH_PREFIX = "synth"
 
 # Whole images are squashed to the router tower's square input whatever their size and aspect: the
 # router is trained on, and routed training draws, these sizes, each as a square, a landscape (3:2)
-# or a portrait (2:3) view (:func:`aspect_view`).
+# or a portrait (2:3) view (:func:`synth_view`).
 VIEW_SIZES = (256, 320, 384, 480)
 # Stream keys of draws that must not take from a pair's own generator (see ``SynthSource.sample``).
 _CLASS_STREAM = 1
@@ -35,14 +35,21 @@ _VIEW_STREAM = 0x5654
 ROUTED_MAX_PATCH = min(VIEW_SIZES) * 2 // 3
 
 
-def aspect_view(image: np.ndarray, kind: int) -> np.ndarray:
-    """``image`` (H, W, C) as a square (kind 0), a 3:2 landscape (1) or a 2:3 portrait (2) view."""
-    h, w = image.shape[:2]
-    if kind == 1:
-        return image[: h * 2 // 3]
-    if kind == 2:
-        return image[:, : w * 2 // 3]
-    return image
+def synth_view(
+    synth: RainSynthesizer, seed: int, index: int, size: int, kind: int, rain_class: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pair ``index`` of stream ``seed`` synthesised at ``size`` and cut to a square (``kind`` 0), a 3:2
+    landscape (1) or a 2:3 portrait (2) view: (rainy, clean) contiguous float32 (H, W, 3)."""
+    rainy, clean, _ = synth.pair(seed, index, size, rain_class=rain_class)
+    h, w = rainy.shape[:2]
+    window = {0: np.s_[:, :], 1: np.s_[: h * 2 // 3, :], 2: np.s_[:, : w * 2 // 3]}[kind]
+    return np.ascontiguousarray(rainy[window]), np.ascontiguousarray(clean[window])
+
+
+def check_routed_patch(patch: int) -> None:
+    """Routed training crops its patches from whole views: refuse a patch that some view cannot hold."""
+    if patch > ROUTED_MAX_PATCH:
+        raise EdgerainError(f"--route-by router crops its patches from whole views: --patch {ROUTED_MAX_PATCH} at most")
 
 
 class TrainSource(Protocol):
@@ -109,17 +116,13 @@ class RouterRoutedSource:
         return {**self.base.describe(), "route_by": "router", "view_sizes": list(VIEW_SIZES)}
 
     def sample(self, index: int, patch: int) -> tuple[np.ndarray, np.ndarray, int]:
-        if patch > ROUTED_MAX_PATCH:
-            raise EdgerainError(
-                f"--route-by router crops its patches from whole views: --patch {ROUTED_MAX_PATCH} at most"
-            )
+        check_routed_patch(patch)
         rng = np.random.default_rng([self.seed, index, _VIEW_STREAM])
         size, kind = VIEW_SIZES[int(rng.integers(len(VIEW_SIZES)))], int(rng.integers(3))
-        rainy, clean, _ = self.synth.pair(self.seed, index, size, rain_class=self.base.class_for(index))
-        rainy, clean = aspect_view(rainy, kind), aspect_view(clean, kind)
+        rainy, clean = synth_view(self.synth, self.seed, index, size, kind, self.base.class_for(index))
         h, w = rainy.shape[:2]
         with torch.no_grad():
-            scores = self.route(torch.from_numpy(np.ascontiguousarray(rainy)).permute(2, 0, 1).unsqueeze(0))
+            scores = self.route(torch.from_numpy(rainy).permute(2, 0, 1).unsqueeze(0))
         expert = int(scores.argmax(dim=-1).item())
         y, x = int(rng.integers(h - patch + 1)), int(rng.integers(w - patch + 1))
         crop = (slice(y, y + patch), slice(x, x + patch))

@@ -35,12 +35,12 @@ from edgerain.errors import EdgerainError
 from edgerain.models.base import DerainModel
 from edgerain.train import losses
 from edgerain.train.data import (
-    ROUTED_MAX_PATCH,
     RouterRoutedSource,
     StepBatches,
     SynthSource,
     TrainSource,
     ValidationSet,
+    check_routed_patch,
     is_synth_spec,
     open_source,
 )
@@ -359,10 +359,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             )
         if cfg.misroute or cfg.shared_warmup:
             raise EdgerainError("--route-by router replaces --misroute and --shared-warmup: pass one of them")
-        if cfg.patch > ROUTED_MAX_PATCH:
-            raise EdgerainError(
-                f"--route-by router crops its patches from whole views: --patch {ROUTED_MAX_PATCH} at most"
-            )
+        check_routed_patch(cfg.patch)
     if cfg.workers < 0:
         raise EdgerainError("--workers must be 0 or more")
     if min(cfg.val_every, cfg.ckpt_every, cfg.log_every) <= 0 or cfg.lr <= 0:

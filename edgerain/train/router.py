@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgerain.errors import EdgerainError
-from edgerain.train.data import VIEW_SIZES, TrainSource, aspect_view
+from edgerain.train.data import VIEW_SIZES, TrainSource, synth_view
 
 
 def _synth_of(source: TrainSource) -> Any:
@@ -52,9 +52,8 @@ def router_pool(model: Any, source: TrainSource, per_class: int, seed: int) -> t
     images, labels = [], []
     for k, cls in enumerate(RAIN_CLASSES):
         for i in range(per_class):
-            size = VIEW_SIZES[i % len(VIEW_SIZES)]
-            rainy, _, _ = synth.pair(seed, k * 1_000_000 + i, size, rain_class=cls)
-            view = np.ascontiguousarray(aspect_view(rainy, (i // len(VIEW_SIZES)) % 3))
+            size, kind = VIEW_SIZES[i % len(VIEW_SIZES)], (i // len(VIEW_SIZES)) % 3
+            view, _ = synth_view(synth, seed, k * 1_000_000 + i, size, kind, cls)
             x = torch.from_numpy(view).permute(2, 0, 1).unsqueeze(0)
             images.append(tower.resize(x)[0].half())
             labels.append(k)
@@ -244,12 +243,7 @@ def fit_router_offsets(
     with torch.no_grad():
         for c, cls in enumerate(RAIN_CLASSES[:k_experts]):
             for i in range(per_class):
-                rainy, clean, _ = synth.pair(seed, c * 1_000_000 + i, (256, 320, 384)[i % 3], rain_class=cls)
-                kind = (i // 3) % 3
-                rainy, clean = (
-                    np.ascontiguousarray(aspect_view(rainy, kind)),
-                    np.ascontiguousarray(aspect_view(clean, kind)),
-                )
+                rainy, clean = synth_view(synth, seed, c * 1_000_000 + i, (256, 320, 384)[i % 3], (i // 3) % 3, cls)
                 x = torch.from_numpy(rainy).permute(2, 0, 1).unsqueeze(0)
                 log_p.append(torch.log(model.router(x)[0].double().clamp_min(1e-12)).numpy())
                 psnr.append(forced_expert_psnr(model, rainy, clean))
