@@ -44,9 +44,9 @@ cpp: install
 bench-quant: install
 	nice -n 15 $(BIN)/python bench/quant.py
 
-# Re-train the bundled default network from its recipe (about 10 hours on a 2-core CPU for six
-# training stages and the router, plus two ~10-minute stages that need a CUDA GPU and are skipped
-# with a notice without one; see MODEL_CARD.md).
+# Re-train the bundled default network from its recipe (about 12 hours on a 2-core CPU for eight
+# training stages, the router and its offsets, plus two ~10-minute stages that need a CUDA GPU and
+# are skipped with a notice without one; see MODEL_CARD.md).
 train-default: install
 	RUN=runs/default bash scripts/train_default.sh
 
