@@ -33,9 +33,24 @@ def git_commit() -> str | None:
         return None
 
 
+def _system_busy_seconds() -> float | None:
+    """CPU seconds all processes have spent busy since boot (Linux ``/proc/stat``), else None."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+        return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @torch.no_grad()
 def cpu_latency(model: Any, height: int = 320, width: int = 480, repeats: int = 5, threads: int = 1) -> dict[str, Any]:
-    """Median wall time of the whole model (routing included) on one H x W image on the CPU."""
+    """Median wall time of the whole model (routing included) on one H x W image on the CPU.
+
+    Also records how many cores *other* processes kept busy meanwhile (system busy time minus this
+    process's CPU time, over the wall time), because on a shared machine that, not the network,
+    is what moves the numbers between runs.
+    """
     from edgerain.models.inference import derain_tensor
 
     before = torch.get_num_threads()
@@ -44,20 +59,25 @@ def cpu_latency(model: Any, height: int = 320, width: int = 480, repeats: int = 
         x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
         derain_tensor(model, x)  # warm-up
         times = []
+        busy0, own0, wall0 = _system_busy_seconds(), time.process_time(), time.perf_counter()
         for _ in range(repeats):
             t = time.perf_counter()
             derain_tensor(model, x)
             times.append(time.perf_counter() - t)
+        busy1, own1, wall1 = _system_busy_seconds(), time.process_time(), time.perf_counter()
     finally:
         torch.set_num_threads(before)
+    others = None
+    if busy0 is not None and busy1 is not None:
+        others = round(max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall1 - wall0), 2)
     return {
         "size": f"{width}x{height}",
         "threads": threads,
         "repeats": repeats,
         "median_s": round(statistics.median(times), 4),
         "min_s": round(min(times), 4),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "note": "shared 2-core machine: other jobs were running; min is the least-disturbed run",
+        "cores": os.cpu_count(),
+        "other_processes_busy_cores": others,
     }
 
 
@@ -108,6 +128,15 @@ DATA_TERMS = (
 )
 
 PRENET = {"rain100l": (37.66, 0.980), "rain100h": (29.98, 0.903)}
+
+
+def _others_phrase(lat: dict[str, Any]) -> str:
+    """What else the machine was doing while a latency was measured, as the JSON recorded it."""
+    others, cores = lat.get("other_processes_busy_cores"), lat.get("cores")
+    if others is None:
+        return " (the load of other processes was not measured)"
+    of = f" of {cores}" if cores else ""
+    return f" (other processes kept {others:.2f}{of} cores busy meanwhile)"
 
 
 def model_card(report: dict[str, Any]) -> str:
@@ -164,8 +193,8 @@ def model_card(report: dict[str, Any]) -> str:
     lines += ["", "CPU latency, one 480x320 image, whole model (routing included), PyTorch eager:", ""]
     for lat in report["cpu_latency_480x320"]:
         lines.append(
-            f"- {lat['threads']} thread(s): median {lat['median_s']:.2f} s, best {lat['min_s']:.2f} s "
-            f"(1-minute load average {lat['load_average_1min']} on this 2-core machine: other jobs were running)."
+            f"- {lat['threads']} thread(s): median {lat['median_s']:.2f} s, best {lat['min_s']:.2f} s"
+            f"{_others_phrase(lat)}."
         )
     l100 = report["evaluation"].get("rain100l", {}).get("model", {}).get("psnr_y")
     if l100 is not None and l100 < PRENET["rain100l"][0]:

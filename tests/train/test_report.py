@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+import torch
+
 from edgerain.train.report import model_card
 
 
@@ -27,11 +31,14 @@ def test_model_card_carries_the_measured_numbers() -> None:
                 "routing": {"expert 0: light": 30, "expert 2: heavy": 15},
             }
         },
-        "cpu_latency_480x320": [{"threads": 1, "median_s": 4.2, "min_s": 3.9, "load_average_1min": 7.5}],
+        "cpu_latency_480x320": [
+            {"threads": 1, "median_s": 4.2, "min_s": 3.9, "cores": 2, "other_processes_busy_cores": 1.25}
+        ],
     }
     card = model_card(report)
     assert "**28.12 dB / 0.901**" in card and "26.44 dB / 0.840" in card and "37.66 dB / 0.980" in card
     assert "**no**" in card and "2400 steps" in card and "median 4.20 s" in card
+    assert "other processes kept 1.25 of 2 cores busy meanwhile" in card
     assert "expert 0 x30, expert 2 x15" in card and "`abc123`" in card
     assert "research-use" in card
     assert "--tta" not in card  # no self-ensemble column unless it was measured
@@ -78,10 +85,11 @@ def test_model_card_lists_every_stage_of_a_warm_started_run() -> None:
                 "rainy_input": {"psnr_y": 26.44, "ssim_y": 0.84},
             }
         },
-        "cpu_latency_480x320": [{"threads": 1, "median_s": 1.0, "min_s": 0.9, "load_average_1min": 1.0}],
+        "cpu_latency_480x320": [{"threads": 1, "median_s": 1.0, "min_s": 0.9}],
     }
     card = model_card(report)
     assert "in 2 stage(s)" in card
+    assert "load of other processes was not measured" in card  # an older report: no claim
     assert "stage 1: " in card and "4312 steps" in card and "60 min" in card and "until step 2512" in card
     assert "stage 2 (warm start" in card and "9000 steps" in card and "123 min" in card
     assert "--patch 96" in card and "--procedural-rain 0.5" in card and "--misroute 0.2" in card
@@ -174,3 +182,22 @@ def test_model_card_gives_the_decision_offsets_and_what_they_did() -> None:
     assert (
         "routed Y-PSNR on those pairs 30.90 -> 31.12 dB, two-fold cross-validated (best expert per pair 31.60)" in card
     )
+
+
+def test_cpu_latency_measures_what_other_processes_used() -> None:
+    from torch import nn
+
+    from edgerain.train import report
+
+    class Identity(nn.Module):
+        pad_multiple = 1
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 1.0
+
+    lat = report.cpu_latency(Identity(), height=16, width=24, repeats=3)
+    assert lat["size"] == "24x16" and lat["repeats"] == 3 and lat["min_s"] <= lat["median_s"]
+    if report._system_busy_seconds() is None:  # not Linux: said so, not guessed
+        assert lat["other_processes_busy_cores"] is None
+    else:
+        assert 0.0 <= lat["other_processes_busy_cores"] <= (os.cpu_count() or 1) + 0.5
