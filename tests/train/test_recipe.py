@@ -73,7 +73,11 @@ def test_recipe_runs_every_stage_from_the_one_before(tmp_path: Path) -> None:
     assert lines.index(router) < lines.index(trains[5]) < lines.index(offsets)
     assert f"calibrate-router {run}/stage10/last.safetensors --out {run}/default.safetensors" in offsets
     assert "--offsets-only --offsets-per-class 300" in offsets
-    assert inits[4:] == [f"{run}/routed.safetensors", f"{run}/stage8/last.safetensors", f"{run}/stage9/last.safetensors"]
+    assert inits[4:] == [
+        f"{run}/routed.safetensors",
+        f"{run}/stage8/last.safetensors",
+        f"{run}/stage9/last.safetensors",
+    ]
     assert trains[5].startswith("torchrun ") and "--rain-classes light --calibrate-per-class 0" in trains[5]
     # Stages 9 and 10 train every expert on the kept router's choices, on crops the views can hold;
     # stage 10 restarts the schedule at a lower peak.
