@@ -37,7 +37,8 @@ def _system_busy_seconds() -> float | None:
     """CPU seconds all processes have spent busy since boot (Linux ``/proc/stat``), else None."""
     try:
         fields = Path("/proc/stat").read_text().splitlines()[0].split()
-        ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+        # user nice system idle iowait irq softirq; steal (the hypervisor's) is not a process here.
+        ticks = [int(v) for v in fields[1:8]]
         return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
