@@ -39,7 +39,7 @@
 #            (--route-by router: whole synthetic views routed by the kept router, 128x128 crops of
 #            them to the chosen expert), so the moderate-rain expert learns the light rain the
 #            router misroutes to it; two DDP processes, batch 6, peak learning rate 1e-4 (65 min).
-#            Held-out synthetic routed Y-PSNR 31.23 -> 31.42 dB, Rain100L 35.28 -> 35.47 dB,
+#            Held-out synthetic routed Y-PSNR 31.23 -> 31.43 dB, Rain100L 35.28 -> 35.47 dB,
 #            Rain100H 20.07 -> 19.60 dB (its heavy streaks are far from the synthetic ones).
 #   stage 10: (CPU) warm start from stage 9, the same routed training with another seed and a lower
 #            peak learning rate, 7e-5 (80 min, 5580 steps). Held-out synthetic routed 31.43 -> 31.50 dB

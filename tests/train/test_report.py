@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 from edgerain.train.report import model_card
@@ -201,3 +202,27 @@ def test_cpu_latency_measures_what_other_processes_used() -> None:
         assert lat["other_processes_busy_cores"] is None
     else:
         assert 0.0 <= lat["other_processes_busy_cores"] <= (os.cpu_count() or 1) + 0.5
+
+
+def test_cpu_latency_counts_only_the_cpu_time_of_other_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from torch import nn
+
+    from edgerain.train import report
+
+    # A clock that advances one second per reading; the system was busy 8 s, this process 3 s of them.
+    ticks = iter(range(100))
+    clock = types.SimpleNamespace(perf_counter=lambda: float(next(ticks)), process_time=iter([10.0, 13.0]).__next__)
+    monkeypatch.setattr(report, "time", clock)
+    monkeypatch.setattr(report, "_system_busy_seconds", iter([100.0, 108.0]).__next__)
+
+    class Identity(nn.Module):
+        pad_multiple = 1
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    lat = report.cpu_latency(Identity(), height=8, width=8, repeats=2)
+    # Readings: start 0, two runs (1-2, 3-4), end 5: other processes used (8 - 3) / 5 = 1.0 cores.
+    assert lat["other_processes_busy_cores"] == 1.0 and lat["median_s"] == 1.0
