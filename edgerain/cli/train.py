@@ -32,11 +32,17 @@ def synth(
         float,
         typer.Option(help="Fraction of pairs with procedural (motion-blurred drop) streaks instead of Garg-Nayar."),
     ] = 0.0,
+    crossing_rain: Annotated[
+        float,
+        typer.Option(help="Fraction of heavy-rain pairs whose streak layers cross, each in its own direction."),
+    ] = 0.0,
 ) -> None:
     """Synthesise labelled rainy/clean pairs from clean photos and real Garg-Nayar (or procedural) rain streaks."""
     from edgerain.data.streaks import write_pair_folder
 
-    path = write_pair_folder(out, count, seed, size, train_root, rain_class, procedural=procedural_rain)
+    path = write_pair_folder(
+        out, count, seed, size, train_root, rain_class, procedural=procedural_rain, crossing=crossing_rain
+    )
     typer.echo(f"wrote {count} pairs to {path} (labels in labels.csv / labels.json)")
 
 
@@ -86,6 +92,12 @@ def train(
     procedural_rain: Annotated[
         float,
         typer.Option(help="--data synth: fraction of pairs with procedural streaks instead of Garg-Nayar layers."),
+    ] = 0.0,
+    crossing_rain: Annotated[
+        float,
+        typer.Option(
+            help="--data synth: fraction of heavy-rain pairs whose streak layers cross, each in its own direction."
+        ),
     ] = 0.0,
     misroute: Annotated[
         float,
@@ -141,6 +153,7 @@ def train(
         resume=resume,
         init=str(init) if init is not None else None,
         procedural_rain=procedural_rain,
+        crossing_rain=crossing_rain,
         misroute=misroute,
         route_by=route_by,
         rain_classes=tuple(c.strip() for c in rain_classes.split(",")) if rain_classes is not None else None,
@@ -163,6 +176,10 @@ def calibrate_router(
     procedural_rain: Annotated[
         float, typer.Option(help="Fraction of images with procedural streaks instead of Garg-Nayar layers.")
     ] = 0.5,
+    crossing_rain: Annotated[
+        float,
+        typer.Option(help="Fraction of heavy-rain images whose streak layers cross, each in its own direction."),
+    ] = 0.0,
     steps: Annotated[int, typer.Option(help="Optimiser steps (batch 64, cosine decay).")] = 1500,
     per_class: Annotated[int, typer.Option(help="Synthetic training images per rain class.")] = 1500,
     regret_weight: Annotated[
@@ -199,6 +216,7 @@ def calibrate_router(
         out,
         data=data,
         procedural_rain=procedural_rain,
+        crossing_rain=crossing_rain,
         steps=steps,
         per_class=per_class,
         seed=seed,

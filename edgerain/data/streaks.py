@@ -15,6 +15,12 @@ made (Yang et al., CVPR 2017). The photographed Garg-Nayar streaks are thinner, 
 in angle than that rain; a network trained on them alone learns too little of the long, bright,
 near-uniform streaks of the synthetic benchmarks, and one trained on procedural rain alone too little
 of real rain. Mixing the two covers both.
+
+A fraction of the heavy-rain pairs (``crossing``) draws streaks that cross: each layer takes its own
+direction (up to 30 degrees either side of the image's) and the procedural ones are longer. Heavy rain
+whose layers share one direction is the easy case; the heavy synthetic benchmark was rendered with
+streaks in several directions (Rain100H: five orientations, Yang et al., CVPR 2017), and wind gusts
+do the same to real downpours.
 """
 
 from __future__ import annotations
@@ -90,6 +96,14 @@ PROCEDURAL_RANGES: dict[str, ProceduralRanges] = {
                               intensity=(0.4, 0.85)),
 }  # fmt: skip
 
+# Crossing heavy rain (``RainSynthesizer(crossing=...)``): layers in their own directions, this far
+# either side of the image's angle, and procedural streaks longer than PROCEDURAL_RANGES["heavy"]
+# with fewer drops, so that the added rain stays in the heavy class's 0.1-0.3 per pixel.
+SHARED_SPREAD = 4.0  # degrees: layers of one image otherwise share a direction up to this much
+CROSSING_SPREAD = 30.0
+CROSSING_PROCEDURAL = ProceduralRanges(layers=(2, 4), density=(0.0006, 0.0014), length=(35, 90), width=(0.5, 1.0),
+                                       intensity=(0.4, 0.85))  # fmt: skip
+
 
 @dataclasses.dataclass(frozen=True)
 class RainPattern:
@@ -106,6 +120,7 @@ class RainPattern:
     veil: float
     clean: str
     mean_rain: float  # mean over pixels and channels of rainy - clean
+    crossing: bool = False  # layers in their own directions (heavy rain only)
 
     def as_record(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -155,10 +170,14 @@ class RainSynthesizer:
         root: str | os.PathLike[str] | None = None,
         clean_sets: tuple[str, ...] = CLEAN_SETS,
         procedural: float = 0.0,
+        crossing: float = 0.0,
     ) -> None:
         if not 0.0 <= procedural <= 1.0:
             raise EdgerainError(f"the procedural-rain fraction must be in [0, 1], got {procedural}")
+        if not 0.0 <= crossing <= 1.0:
+            raise EdgerainError(f"the crossing-rain fraction must be in [0, 1], got {crossing}")
         self.procedural = procedural
+        self.crossing = crossing
         self.root = Path(root) if root is not None else default_train_root()
         for name in clean_sets:
             if name in EVALUATION_ONLY or name not in CLEAN_SETS:
@@ -182,6 +201,7 @@ class RainSynthesizer:
             "clean_images": len(self.clean),
             "streak_layers": len(self.streaks),
             "procedural_fraction": self.procedural,
+            "crossing_fraction": self.crossing,
         }
 
     def pair(
@@ -203,12 +223,15 @@ class RainSynthesizer:
             raise EdgerainError(f"unknown rain class '{rain_class}' (one of {', '.join(RAIN_CLASSES)})")
         # Drawn only when mixing, so that procedural=0 reproduces the streams of earlier versions.
         procedural = self.procedural > 0 and bool(rng.random() < self.procedural)
+        crossing = self.crossing > 0 and rain_class == "heavy" and bool(rng.random() < self.crossing)
+        spread = CROSSING_SPREAD if crossing else SHARED_SPREAD
         r = CLASS_RANGES[rain_class]
         h, w = clean.shape[:2]
         if procedural:
             angle = float(rng.uniform(-30.0, 30.0))
             veil = float(rng.uniform(*r.veil)) if r.veil[1] > 0 else 0.0
-            streak, names, intensity, scale = _procedural_streaks(h, w, rain_class, angle, rng)
+            ranges = CROSSING_PROCEDURAL if crossing else PROCEDURAL_RANGES[rain_class]
+            streak, names, intensity, scale = _procedural_streaks(h, w, ranges, angle, spread, rng)
         else:  # (the draw order of earlier versions, which keeps their streams reproducible)
             n_layers = int(rng.integers(r.layers[0], r.layers[1] + 1))
             angle = float(rng.uniform(-30.0, 30.0))
@@ -220,8 +243,9 @@ class RainSynthesizer:
             for _ in range(n_layers):
                 path = self.streaks[int(rng.integers(len(self.streaks)))]
                 names.append(path.name)
-                # Layers of one image share a direction up to a few degrees, like wind-driven rain.
-                layer_angle = angle + float(rng.uniform(-4.0, 4.0))
+                # Layers of one image share a direction up to a few degrees, like wind-driven rain,
+                # unless the rain crosses.
+                layer_angle = angle + float(rng.uniform(-spread, spread))
                 layer_scale = scale * float(rng.uniform(0.85, 1.15))
                 streak += _streak_patch(_load_gray(str(path)), h, w, layer_angle, layer_scale, rng)
             streak *= intensity
@@ -242,16 +266,16 @@ class RainSynthesizer:
             veil=round(veil, 4),
             clean=clean_name,
             mean_rain=round(float((rainy - clean).mean()), 5),
+            crossing=crossing,
         )
         return rainy, pattern
 
 
 def _procedural_streaks(
-    h: int, w: int, rain_class: str, angle: float, rng: np.random.Generator
+    h: int, w: int, r: ProceduralRanges, angle: float, spread: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, list[str], float, float]:
-    """Summed procedural streak layers (H, W) for ``rain_class``; also their names, mean intensity and
-    mean length (reported as the pattern's intensity and scale)."""
-    r = PROCEDURAL_RANGES[rain_class]
+    """Summed procedural streak layers (H, W) drawn from ``r``, each at ``angle`` +- ``spread`` degrees;
+    also their names, mean intensity and mean length (reported as the pattern's intensity and scale)."""
     n_layers = int(rng.integers(r.layers[0], r.layers[1] + 1))
     streak = np.zeros((h, w), np.float32)
     intensities, lengths = [], []
@@ -259,7 +283,7 @@ def _procedural_streaks(
         params = RainParams(
             density=float(rng.uniform(*r.density)),
             length=float(rng.uniform(*r.length)),
-            angle=angle + float(rng.uniform(-4.0, 4.0)),
+            angle=angle + float(rng.uniform(-spread, spread)),
             width=float(rng.uniform(*r.width)),
             intensity=float(rng.uniform(*r.intensity)),
             blend="additive",
@@ -324,6 +348,7 @@ def write_pair_folder(
     rain_class: str | None = None,
     progress: bool = True,
     procedural: float = 0.0,
+    crossing: float = 0.0,
 ) -> Path:
     """Write ``count`` pairs as OUT/rain/NNNN.png, OUT/norain/NNNN.png, labels.csv and labels.json.
 
@@ -345,7 +370,7 @@ def write_pair_folder(
         raise EdgerainError(f"unknown rain class '{rain_class}' (one of {', '.join(RAIN_CLASSES)})")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EdgerainError(f"{out} already exists and is not an empty folder")
-    synth = RainSynthesizer(root, procedural=procedural)
+    synth = RainSynthesizer(root, procedural=procedural, crossing=crossing)
     width = max(4, len(str(count)))
     records = []
     with atomic_path(out) as tmp:
@@ -374,6 +399,7 @@ def write_pair_folder(
             "classes": list(RAIN_CLASSES),
             "class_ranges": {k: dataclasses.asdict(v) for k, v in CLASS_RANGES.items()},
             "procedural_ranges": {k: dataclasses.asdict(v) for k, v in PROCEDURAL_RANGES.items()},
+            "crossing": {"spread_degrees": CROSSING_SPREAD, "procedural": dataclasses.asdict(CROSSING_PROCEDURAL)},
             "source": synth.describe(),
             "pairs": records,
         }

@@ -191,15 +191,24 @@ def is_synth_spec(spec: str) -> bool:
     return spec == SYNTH_PREFIX or spec.startswith(SYNTH_PREFIX + ":")
 
 
-def open_source(spec: str, seed: int, procedural: float = 0.0, classes: tuple[str, ...] | None = None) -> TrainSource:
+def open_source(
+    spec: str,
+    seed: int,
+    procedural: float = 0.0,
+    classes: tuple[str, ...] | None = None,
+    crossing: float = 0.0,
+) -> TrainSource:
     """``synth`` (default training root), ``synth:ROOT`` or a folder of rain/norain pairs; ``procedural``
     is the fraction of synthetic pairs with procedural instead of Garg-Nayar streaks, ``classes`` the
-    rain classes synthesised (default: all)."""
+    rain classes synthesised (default: all), ``crossing`` the fraction of heavy-rain pairs whose
+    streaks cross."""
     if is_synth_spec(spec):
         root = spec.partition(":")[2] or None
-        return SynthSource(RainSynthesizer(root, procedural=procedural), seed, classes)
+        return SynthSource(RainSynthesizer(root, procedural=procedural, crossing=crossing), seed, classes)
     if classes is not None:
         raise EdgerainError("--rain-classes is for synthetic data (--data synth), whose rain classes are drawn")
+    if crossing:
+        raise EdgerainError("--crossing-rain is for synthetic data (--data synth), whose streaks are drawn")
     path = Path(spec)
     if not path.is_dir():
         raise EdgerainError(f"--data '{spec}' is neither 'synth', 'synth:ROOT' nor a folder of pairs")

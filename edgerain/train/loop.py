@@ -89,6 +89,8 @@ class TrainConfig:
     init: str | None = None
     # Fraction of synthetic pairs whose streaks are procedural rather than Garg-Nayar layers.
     procedural_rain: float = 0.0
+    # Fraction of synthetic heavy-rain pairs whose streak layers cross (each in its own direction).
+    crossing_rain: float = 0.0
     # --data synth: the rain classes drawn (None: all), e.g. ("light",) to train the light-rain expert on.
     rain_classes: tuple[str, ...] | None = None
     # CLIP-RPN: fraction of the pairs sent to an expert for heavier rain than their label (see
@@ -383,7 +385,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             raise EdgerainError(f"--batch {cfg.batch} must be divisible by the {world} processes")
         per_rank = cfg.batch // world
         torch.manual_seed(cfg.seed + rank)
-        source = open_source(cfg.data, cfg.seed, cfg.procedural_rain, cfg.rain_classes)
+        source = open_source(cfg.data, cfg.seed, cfg.procedural_rain, cfg.rain_classes, cfg.crossing_rain)
         val_sets = [ValidationSet(v, cfg.val_max_pairs) for v in cfg.val] if rank == 0 else []
 
         extra: dict[str, Any] = {"device": device_name(device)}

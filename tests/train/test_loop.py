@@ -381,3 +381,12 @@ def test_route_by_router_needs_synthetic_data(pair_folder: Path, tmp_path: Path,
     args = ["train", "--model", "clip-rpn-tiny", "--data", str(pair_folder), "--route-by", "router"]
     assert main([*args, "--iters", "1", "--out", str(tmp_path / "run")]) == 2
     assert "--route-by router needs synthetic data" in capsys.readouterr().err
+
+
+def test_crossing_rain_refusals(pair_folder: Path, train_root: Path, tmp_path: Path, capsys) -> None:
+    base = ["train", "--model", "clip-rpn-tiny", "--iters", "1", "--out", str(tmp_path / "run")]
+    assert main([*base, "--data", str(pair_folder), "--crossing-rain", "0.5"]) == 2
+    assert main([*base, "--data", f"synth:{train_root}", "--crossing-rain", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--crossing-rain is for synthetic data" in err[0] and "crossing-rain fraction must be in [0, 1]" in err[1]
+    assert not (tmp_path / "run").exists()

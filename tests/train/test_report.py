@@ -155,6 +155,10 @@ def test_model_card_names_a_single_class_stage_and_a_kept_router() -> None:
     report["provenance"]["recipe"] = {**recipe, "rain_classes": None, "route_by": "router"}
     last = model_card(report).split("stage 2 (warm start")[1]
     assert "--lr 0.0001 --procedural-rain 0.0 --route-by router --calibrate-per-class 0 ..." in last
+    assert "--crossing-rain" not in card
+    report["provenance"]["recipe"] = {**recipe, "rain_classes": None, "route_by": "router", "crossing_rain": 0.5}
+    last = model_card(report).split("stage 2 (warm start")[1]
+    assert "--procedural-rain 0.0 --crossing-rain 0.5 --route-by router" in last
 
 
 def test_model_card_gives_the_decision_offsets_and_what_they_did() -> None:

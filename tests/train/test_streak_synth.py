@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -170,3 +171,62 @@ def test_synth_command_procedural_fraction(train_root: Path, tmp_path: Path) -> 
     assert json.loads((out / "labels.json").read_text())["procedural_ranges"]["light"]["layers"] == [1, 1]
     assert main([*args[:2], str(tmp_path / "bad"), *args[3:], "--procedural-rain", "-0.1"]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def _coherence(field: np.ndarray) -> float:
+    """How much one direction dominates the gradients of a streak field (1: a single direction)."""
+    gy, gx = np.gradient(field.astype(np.float64))
+    jxx, jyy, jxy = (gx * gx).sum(), (gy * gy).sum(), (gx * gy).sum()
+    return float(np.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (jxx + jyy))
+
+
+def test_crossing_streaks_take_their_own_directions() -> None:
+    from edgerain.data.streaks import CROSSING_PROCEDURAL, CROSSING_SPREAD, SHARED_SPREAD, _procedural_streaks
+
+    # The same draws of drops, lengths and widths, once sharing a direction and once
+    # crossing: crossing layers leave the gradients without one dominant direction.
+    ranges = dataclasses.replace(CROSSING_PROCEDURAL, layers=(4, 4))
+    shared = [_procedural_streaks(128, 128, ranges, 0.0, SHARED_SPREAD, np.random.default_rng(s))[0] for s in range(6)]
+    crossing = [
+        _procedural_streaks(128, 128, ranges, 0.0, CROSSING_SPREAD, np.random.default_rng(s))[0] for s in range(6)
+    ]
+    assert np.mean([_coherence(f) for f in shared]) > np.mean([_coherence(f) for f in crossing]) + 0.1
+
+
+def test_crossing_fraction_draws_only_heavy_rain(train_root: Path) -> None:
+    plain, crossing = (
+        RainSynthesizer(train_root, procedural=0.5),
+        RainSynthesizer(train_root, procedural=0.5, crossing=1.0),
+    )
+    # Light and moderate pairs are the same pairs with or without crossing rain (no extra draws).
+    for cls in ("light", "moderate"):
+        for i in range(4):
+            a, _, pa = plain.pair(4, i, 48, rain_class=cls)
+            b, _, pb = crossing.pair(4, i, 48, rain_class=cls)
+            np.testing.assert_array_equal(a, b)
+            assert pa == pb and not pb.crossing
+    heavy = [crossing.pair(4, i, 64, rain_class="heavy")[2] for i in range(8)]
+    assert all(p.crossing for p in heavy) and {p.source for p in heavy} == {"garg", "procedural"}
+    # Still heavy rain: as much added rain as the heavy class draws without crossing.
+    assert np.mean([p.mean_rain for p in heavy]) > CLASS_BOUNDARIES[1]
+    half = [RainSynthesizer(train_root, crossing=0.5).pair(4, i, 32, rain_class="heavy")[2].crossing for i in range(30)]
+    assert 6 <= sum(half) <= 24
+    assert not any(plain.pair(4, i, 32, rain_class="heavy")[2].crossing for i in range(6))
+    assert crossing.describe()["crossing_fraction"] == 1.0
+    with pytest.raises(EdgerainError, match="crossing-rain fraction"):
+        RainSynthesizer(train_root, crossing=-0.5)
+
+
+def test_crossing_rain_through_the_commands_and_sources(train_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "crossing"
+    args = ["synth", "--out", str(out), "--count", "4", "--size", "24", "--train-root", str(train_root)]
+    assert main([*args, "--rain-class", "heavy", "--crossing-rain", "1"]) == 0
+    with open(out / "labels.csv", newline="") as f:
+        assert {r["crossing"] for r in csv.DictReader(f)} == {"True"}
+    assert json.loads((out / "labels.json").read_text())["crossing"]["spread_degrees"] > 4
+    assert main([*args[:2], str(tmp_path / "bad"), *args[3:], "--crossing-rain", "2"]) == 2
+    assert not (tmp_path / "bad").exists()
+    src = open_source(f"synth:{train_root}", seed=5, crossing=0.5)
+    assert src.describe()["crossing_fraction"] == 0.5
+    with pytest.raises(EdgerainError, match="--crossing-rain"):
+        open_source(str(out), seed=5, crossing=0.5)
