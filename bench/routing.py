@@ -15,7 +15,6 @@ compare routers; the benchmark folders are reported, never used to choose.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -79,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     from edgerain.errors import EdgerainError
     from edgerain.models.checkpoint import load_checkpoint
     from edgerain.models.clip_rpn import ClipRPN
-    from edgerain.runtime.profile import environment
+    from edgerain.runtime.profile import write_bench_report
     from edgerain.train.data import read_labels
-    from edgerain.utils import atomic_path, sha256_file
+    from edgerain.utils import sha256_file
 
     torch.set_num_threads(args.threads)
     results: dict[str, Any] = {}
@@ -113,15 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     except EdgerainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = {
-        "what": "routed vs oracle Y-PSNR of CLIP-RPN checkpoints (bench/routing.py)",
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "environment": environment(),
-        "threads": args.threads,
-        "results": results,
-    }
-    with atomic_path(args.out) as tmp:
-        Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
+    write_bench_report(
+        args.out,
+        "routed vs oracle Y-PSNR of CLIP-RPN checkpoints (bench/routing.py)",
+        argv,
+        {"threads": args.threads, "results": results},
+    )
     return 0
 
 

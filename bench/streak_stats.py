@@ -15,7 +15,6 @@ rain class of a labelled `edgerain synth` folder.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from edgerain.errors import EdgerainError
-    from edgerain.runtime.profile import environment
-    from edgerain.utils import atomic_path
+    from edgerain.runtime.profile import write_bench_report
 
     results: dict[str, Any] = {}
     try:
@@ -90,14 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     except EdgerainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = {
-        "what": "rain residual statistics of pair folders, medians over pairs (bench/streak_stats.py)",
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "environment": environment(),
-        "results": results,
-    }
-    with atomic_path(args.out) as tmp:
-        Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
+    what = "rain residual statistics of pair folders, medians over pairs (bench/streak_stats.py)"
+    write_bench_report(args.out, what, argv, {"results": results})
     return 0
 
 

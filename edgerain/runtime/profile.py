@@ -75,6 +75,17 @@ def environment() -> dict[str, Any]:
     }
 
 
+def write_bench_report(path: Path, what: str, argv: list[str] | None, fields: dict[str, Any]) -> None:
+    """A benchmark script's JSON report, written atomically: what it measured, the command that ran
+    it (``argv``: the script's arguments, None for ``sys.argv``), the environment, then its fields."""
+    from edgerain.utils import atomic_path
+
+    command = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
+    report = {"what": what, "command": command, "environment": environment(), **fields}
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
+
+
 def open_derainer(
     subject: str, backend: str, weights: str | None = None, tile: int | None = None, threads: int | None = None
 ) -> Derainer:

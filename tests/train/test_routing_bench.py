@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import torch
+from testutil import load_bench_script
 
 from edgerain.data.streaks import write_pair_folder
 from edgerain.models.checkpoint import save_checkpoint
 from edgerain.models.registry import build_model
-
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "routing.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("bench_routing", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_routing_report_bounds_the_routed_psnr_by_the_oracle(train_root: Path, tmp_path: Path) -> None:
@@ -29,7 +19,7 @@ def test_routing_report_bounds_the_routed_psnr_by_the_oracle(train_root: Path, t
     save_checkpoint(build_model("clip-rpn-tiny", quiet_clip=True), weights, {})
     pairs = write_pair_folder(tmp_path / "pairs", 5, 3, 48, train_root, None, procedural=0.5)
     out = tmp_path / "routing.json"
-    assert _load_script().main(["--weights", str(weights), "--data", str(pairs), "--out", str(out)]) == 0
+    assert load_bench_script("routing").main(["--weights", str(weights), "--data", str(pairs), "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     folder = report["results"][str(weights)]["folders"][pairs.name]
     assert folder["pairs"] == 5 and sum(folder["routing_counts"]) == 5
@@ -44,5 +34,5 @@ def test_routing_report_refuses_a_network_without_a_router(train_root: Path, tmp
     save_checkpoint(build_model("fclip-unet-tiny", quiet_clip=True), weights, {})
     pairs = write_pair_folder(tmp_path / "pairs", 1, 0, 32, train_root, None)
     out = tmp_path / "routing.json"
-    assert _load_script().main(["--weights", str(weights), "--data", str(pairs), "--out", str(out)]) == 2
+    assert load_bench_script("routing").main(["--weights", str(weights), "--data", str(pairs), "--out", str(out)]) == 2
     assert "not a CLIP-RPN checkpoint" in capsys.readouterr().err and not out.exists()

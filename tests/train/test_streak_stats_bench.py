@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
+from testutil import load_bench_script
 
 from edgerain.data.io import save_image
 from edgerain.data.streaks import write_pair_folder
 from edgerain.data.synth import RainParams, rain_layer
-
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "streak_stats.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("bench_streak_stats", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _folder(root: Path, width: float, length: float) -> Path:
@@ -35,7 +25,7 @@ def _folder(root: Path, width: float, length: float) -> Path:
 
 
 def test_statistics_follow_streak_width_and_length(tmp_path: Path) -> None:
-    bench = _load_script()
+    bench = load_bench_script("streak_stats")
     thin, wide = _folder(tmp_path / "thin", 0.0, 30), _folder(tmp_path / "wide", 2.5, 30)
     short = _folder(tmp_path / "short", 0.0, 6)
     out = tmp_path / "stats.json"
@@ -49,7 +39,7 @@ def test_statistics_follow_streak_width_and_length(tmp_path: Path) -> None:
 
 
 def test_class_filter_and_refusals(train_root: Path, tmp_path: Path, capsys) -> None:
-    bench = _load_script()
+    bench = load_bench_script("streak_stats")
     pairs = write_pair_folder(tmp_path / "pairs", 6, 3, 32, train_root, None, progress=False)
     labels = [row.split(",")[1] for row in (pairs / "labels.csv").read_text().splitlines()[1:]]
     out = tmp_path / "s.json"
