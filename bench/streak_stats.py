@@ -52,19 +52,19 @@ def pair_stats(rainy: np.ndarray, clean: np.ndarray) -> dict[str, float]:
 def folder_stats(spec: str) -> dict[str, Any]:
     from edgerain.data.io import load_image
     from edgerain.data.pairs import find_pairs
+    from edgerain.data.streaks import RAIN_CLASSES
     from edgerain.errors import EdgerainError
+    from edgerain.train.data import read_labels
 
     folder, _, rain_class = spec.partition("@")
     pairs = find_pairs(Path(folder))
     if rain_class:
-        import csv
-
-        labels = Path(folder) / "labels.csv"
-        if not labels.is_file():
+        labels = read_labels(Path(folder))
+        if not labels:
             raise EdgerainError(f"{spec}: @{rain_class} needs the labels.csv of an `edgerain synth` folder")
-        with open(labels, newline="") as f:
-            keep = {row["name"] for row in csv.DictReader(f) if row["rain_class"] == rain_class}
-        pairs = [p for p in pairs if p.name in keep]
+        # An unknown class keeps no pairs (and is refused below as such).
+        wanted = RAIN_CLASSES.index(rain_class) if rain_class in RAIN_CLASSES else None
+        pairs = [p for p in pairs if labels.get(p.name) == wanted]
     if not pairs:
         raise EdgerainError(f"{spec}: no rain/norain pairs")
     rows = [pair_stats(load_image(p.rain), load_image(p.norain)) for p in pairs]

@@ -189,18 +189,19 @@ def test_model_card_gives_the_decision_offsets_and_what_they_did() -> None:
     )
 
 
-def test_cpu_latency_measures_what_other_processes_used() -> None:
-    from torch import nn
+class _Identity(torch.nn.Module):
+    """The cheapest network ``cpu_latency`` can time (a copy, so the output is a new tensor)."""
 
+    pad_multiple = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 1.0
+
+
+def test_cpu_latency_measures_what_other_processes_used() -> None:
     from edgerain.train import report
 
-    class Identity(nn.Module):
-        pad_multiple = 1
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x * 1.0
-
-    lat = report.cpu_latency(Identity(), height=16, width=24, repeats=3)
+    lat = report.cpu_latency(_Identity(), height=16, width=24, repeats=3)
     assert lat["size"] == "24x16" and lat["repeats"] == 3 and lat["min_s"] <= lat["median_s"]
     if report._system_busy_seconds() is None:  # not Linux: said so, not guessed
         assert lat["other_processes_busy_cores"] is None
@@ -211,8 +212,6 @@ def test_cpu_latency_measures_what_other_processes_used() -> None:
 def test_cpu_latency_counts_only_the_cpu_time_of_other_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     import types
 
-    from torch import nn
-
     from edgerain.train import report
 
     # A clock that advances one second per reading; the system was busy 8 s, this process 3 s of them.
@@ -221,12 +220,6 @@ def test_cpu_latency_counts_only_the_cpu_time_of_other_processes(monkeypatch: py
     monkeypatch.setattr(report, "time", clock)
     monkeypatch.setattr(report, "_system_busy_seconds", iter([100.0, 108.0]).__next__)
 
-    class Identity(nn.Module):
-        pad_multiple = 1
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x
-
-    lat = report.cpu_latency(Identity(), height=8, width=8, repeats=2)
+    lat = report.cpu_latency(_Identity(), height=8, width=8, repeats=2)
     # Readings: start 0, two runs (1-2, 3-4), end 5: other processes used (8 - 3) / 5 = 1.0 cores.
     assert lat["other_processes_busy_cores"] == 1.0 and lat["median_s"] == 1.0
