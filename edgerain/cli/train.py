@@ -36,12 +36,24 @@ def synth(
         float,
         typer.Option(help="Fraction of heavy-rain pairs whose streak layers cross, each in its own direction."),
     ] = 0.0,
+    noise_rain: Annotated[
+        float,
+        typer.Option(help="Fraction of procedural light and moderate pairs whose streaks are grown from noise."),
+    ] = 0.0,
 ) -> None:
     """Synthesise labelled rainy/clean pairs from clean photos and real Garg-Nayar (or procedural) rain streaks."""
     from edgerain.data.streaks import write_pair_folder
 
     path = write_pair_folder(
-        out, count, seed, size, train_root, rain_class, procedural=procedural_rain, crossing=crossing_rain
+        out,
+        count,
+        seed,
+        size,
+        train_root,
+        rain_class,
+        procedural=procedural_rain,
+        crossing=crossing_rain,
+        noise=noise_rain,
     )
     typer.echo(f"wrote {count} pairs to {path} (labels in labels.csv / labels.json)")
 
@@ -99,6 +111,12 @@ def train(
             help="--data synth: fraction of heavy-rain pairs whose streak layers cross, each in its own direction."
         ),
     ] = 0.0,
+    noise_rain: Annotated[
+        float,
+        typer.Option(
+            help="--data synth: fraction of procedural light and moderate pairs whose streaks are grown from noise."
+        ),
+    ] = 0.0,
     misroute: Annotated[
         float,
         typer.Option(
@@ -154,6 +172,7 @@ def train(
         init=str(init) if init is not None else None,
         procedural_rain=procedural_rain,
         crossing_rain=crossing_rain,
+        noise_rain=noise_rain,
         misroute=misroute,
         route_by=route_by,
         rain_classes=tuple(c.strip() for c in rain_classes.split(",")) if rain_classes is not None else None,
@@ -179,6 +198,10 @@ def calibrate_router(
     crossing_rain: Annotated[
         float,
         typer.Option(help="Fraction of heavy-rain images whose streak layers cross, each in its own direction."),
+    ] = 0.0,
+    noise_rain: Annotated[
+        float,
+        typer.Option(help="Fraction of procedural light and moderate images whose streaks are grown from noise."),
     ] = 0.0,
     steps: Annotated[int, typer.Option(help="Optimiser steps (batch 64, cosine decay).")] = 1500,
     per_class: Annotated[int, typer.Option(help="Synthetic training images per rain class.")] = 1500,
@@ -217,6 +240,7 @@ def calibrate_router(
         data=data,
         procedural_rain=procedural_rain,
         crossing_rain=crossing_rain,
+        noise_rain=noise_rain,
         steps=steps,
         per_class=per_class,
         seed=seed,

@@ -21,6 +21,11 @@ direction (up to 30 degrees either side of the image's) and the procedural ones 
 whose layers share one direction is the easy case; the heavy synthetic benchmark was rendered with
 streaks in several directions (Rain100H: five orientations, Yang et al., CVPR 2017), and wind gusts
 do the same to real downpours.
+
+A fraction of the procedural light and moderate pairs (``noise``) grows its streaks from noise
+(:func:`edgerain.data.synth.noise_streaks`, the Photoshop rain recipe): long, thin streaks whose
+brightness varies continuously, many faint and few bright, as in Rain100L, where the sparse drops of
+the procedural streaks are all of one brightness band and short.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from edgerain.data.synth import RainParams, rain_layer
+from edgerain.data.synth import RainParams, noise_streaks, rain_layer
 from edgerain.errors import EdgerainError
 
 # Clean photo sets that may be trained on (../shared/data/train/README.md). The evaluation folders
@@ -106,12 +111,35 @@ CROSSING_PROCEDURAL = ProceduralRanges(layers=(2, 4), density=(0.0006, 0.0014), 
 
 
 @dataclasses.dataclass(frozen=True)
+class NoiseStreakRanges:
+    """What one density class draws for streaks grown from noise (:func:`edgerain.data.synth.noise_streaks`)."""
+
+    layers: tuple[int, int]  # inclusive range; each layer at the shared angle +- a few degrees
+    density: tuple[float, float]  # fraction of the noise that seeds drops
+    length: tuple[float, float]
+    blur: tuple[float, float]
+    gamma: tuple[float, float]
+    intensity: tuple[float, float]  # brightness of the brightest streaks (the 99.9th percentile)
+
+
+# Light and moderate rain only (``RainSynthesizer(noise=...)``), within the same mean-added-rain bands
+# as CLASS_RANGES; the light ranges bracket what bench/streak_stats.py and the residual images show of
+# Rain100L: long (30-120 px), thin streaks of continuously varied brightness, few of them near white.
+NOISE_STREAK_RANGES: dict[str, NoiseStreakRanges] = {
+    "light": NoiseStreakRanges(layers=(1, 1), density=(0.008, 0.016), length=(30, 120), blur=(1.0, 2.0),
+                               gamma=(1.0, 1.5), intensity=(0.4, 0.85)),
+    "moderate": NoiseStreakRanges(layers=(1, 2), density=(0.01, 0.02), length=(30, 120), blur=(1.0, 2.0),
+                                  gamma=(0.9, 1.4), intensity=(0.6, 1.0)),
+}  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
 class RainPattern:
     """What was drawn for one pair (written to labels.csv / labels.json)."""
 
     rain_class: str
     label: int  # index into RAIN_CLASSES: the router / expert label
-    source: str  # "garg" (photographed streak layers) or "procedural" (motion-blurred drops)
+    source: str  # "garg" (photographed streak layers), "procedural" (motion-blurred drops) or "noise"
     angle: float  # degrees, positive = streaks lean right (clockwise from vertical)
     orientation: str
     layers: tuple[str, ...]
@@ -171,13 +199,19 @@ class RainSynthesizer:
         clean_sets: tuple[str, ...] = CLEAN_SETS,
         procedural: float = 0.0,
         crossing: float = 0.0,
+        noise: float = 0.0,
     ) -> None:
         if not 0.0 <= procedural <= 1.0:
             raise EdgerainError(f"the procedural-rain fraction must be in [0, 1], got {procedural}")
         if not 0.0 <= crossing <= 1.0:
             raise EdgerainError(f"the crossing-rain fraction must be in [0, 1], got {crossing}")
+        if not 0.0 <= noise <= 1.0:
+            raise EdgerainError(f"the noise-rain fraction must be in [0, 1], got {noise}")
+        if noise > 0 and procedural == 0:
+            raise EdgerainError("--noise-rain applies to procedural pairs: give --procedural-rain above 0 too")
         self.procedural = procedural
         self.crossing = crossing
+        self.noise = noise
         self.root = Path(root) if root is not None else default_train_root()
         for name in clean_sets:
             if name in EVALUATION_ONLY or name not in CLEAN_SETS:
@@ -202,6 +236,7 @@ class RainSynthesizer:
             "streak_layers": len(self.streaks),
             "procedural_fraction": self.procedural,
             "crossing_fraction": self.crossing,
+            "noise_fraction": self.noise,
         }
 
     def pair(
@@ -224,10 +259,15 @@ class RainSynthesizer:
         # Drawn only when mixing, so that procedural=0 reproduces the streams of earlier versions.
         procedural = self.procedural > 0 and bool(rng.random() < self.procedural)
         crossing = self.crossing > 0 and rain_class == "heavy" and bool(rng.random() < self.crossing)
+        noise = procedural and self.noise > 0 and rain_class in NOISE_STREAK_RANGES and bool(rng.random() < self.noise)
         spread = CROSSING_SPREAD if crossing else SHARED_SPREAD
         r = CLASS_RANGES[rain_class]
         h, w = clean.shape[:2]
-        if procedural:
+        if noise:
+            angle = float(rng.uniform(-30.0, 30.0))
+            veil = float(rng.uniform(*r.veil)) if r.veil[1] > 0 else 0.0
+            streak, names, intensity, scale = _noise_streak_layers(h, w, NOISE_STREAK_RANGES[rain_class], angle, rng)
+        elif procedural:
             angle = float(rng.uniform(-30.0, 30.0))
             veil = float(rng.uniform(*r.veil)) if r.veil[1] > 0 else 0.0
             ranges = CROSSING_PROCEDURAL if crossing else PROCEDURAL_RANGES[rain_class]
@@ -257,7 +297,7 @@ class RainSynthesizer:
         pattern = RainPattern(
             rain_class=rain_class,
             label=RAIN_CLASSES.index(rain_class),
-            source="procedural" if procedural else "garg",
+            source="noise" if noise else "procedural" if procedural else "garg",
             angle=round(angle, 3),
             orientation=orientation_of(angle),
             layers=tuple(names),
@@ -293,6 +333,26 @@ def _procedural_streaks(
         lengths.append(params.length)
     names = [f"procedural{i}" for i in range(n_layers)]
     return streak, names, float(np.mean(intensities)), float(np.mean(lengths))
+
+
+def _noise_streak_layers(
+    h: int, w: int, r: NoiseStreakRanges, angle: float, rng: np.random.Generator
+) -> tuple[np.ndarray, list[str], float, float]:
+    """Summed noise-grown streak layers (H, W) drawn from ``r``, each at ``angle`` +- SHARED_SPREAD
+    degrees; also their names, mean intensity and mean length (the pattern's intensity and scale)."""
+    n_layers = int(rng.integers(r.layers[0], r.layers[1] + 1))
+    streak = np.zeros((h, w), np.float32)
+    intensities, lengths = [], []
+    for _ in range(n_layers):
+        density, length = float(rng.uniform(*r.density)), float(rng.uniform(*r.length))
+        layer_angle = angle + float(rng.uniform(-SHARED_SPREAD, SHARED_SPREAD))
+        blur, gamma = float(rng.uniform(*r.blur)), float(rng.uniform(*r.gamma))
+        intensity = float(rng.uniform(*r.intensity))
+        streak += intensity * noise_streaks(h, w, density, length, layer_angle, blur, gamma, rng)
+        intensities.append(intensity)
+        lengths.append(length)
+    names = [f"noise{i}" for i in range(n_layers)]
+    return np.clip(streak, 0.0, 1.0), names, float(np.mean(intensities)), float(np.mean(lengths))
 
 
 def _crop_clean(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -349,6 +409,7 @@ def write_pair_folder(
     progress: bool = True,
     procedural: float = 0.0,
     crossing: float = 0.0,
+    noise: float = 0.0,
 ) -> Path:
     """Write ``count`` pairs as OUT/rain/NNNN.png, OUT/norain/NNNN.png, labels.csv and labels.json.
 
@@ -370,7 +431,7 @@ def write_pair_folder(
         raise EdgerainError(f"unknown rain class '{rain_class}' (one of {', '.join(RAIN_CLASSES)})")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EdgerainError(f"{out} already exists and is not an empty folder")
-    synth = RainSynthesizer(root, procedural=procedural, crossing=crossing)
+    synth = RainSynthesizer(root, procedural=procedural, crossing=crossing, noise=noise)
     width = max(4, len(str(count)))
     records = []
     with atomic_path(out) as tmp:
@@ -400,6 +461,7 @@ def write_pair_folder(
             "class_ranges": {k: dataclasses.asdict(v) for k, v in CLASS_RANGES.items()},
             "procedural_ranges": {k: dataclasses.asdict(v) for k, v in PROCEDURAL_RANGES.items()},
             "crossing": {"spread_degrees": CROSSING_SPREAD, "procedural": dataclasses.asdict(CROSSING_PROCEDURAL)},
+            "noise_streak_ranges": {k: dataclasses.asdict(v) for k, v in NOISE_STREAK_RANGES.items()},
             "source": synth.describe(),
             "pairs": records,
         }

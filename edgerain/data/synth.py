@@ -105,6 +105,54 @@ def rain_layer(height: int, width: int, params: RainParams, rng: np.random.Gener
     return np.clip(streaks * params.intensity, 0.0, 1.0).astype(np.float32)
 
 
+def _circular_convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.convolve(image, kernel, mode="wrap")`` for an odd square kernel, through the FFT:
+    a streak kernel of 120 px costs as little as one of 10 (the direct sum grows with its area)."""
+    h, w = image.shape
+    k = kernel.shape[0]
+    # The kernel laid onto the image grid with its centre at (0, 0), wrapped where it is larger.
+    ys, xs = np.mgrid[:k, :k] - k // 2
+    grid = np.zeros((h, w))
+    np.add.at(grid, (ys % h, xs % w), kernel)
+    out = np.fft.irfft2(np.fft.rfft2(image) * np.fft.rfft2(grid), s=(h, w))
+    return np.asarray(out)
+
+
+def noise_streaks(
+    height: int,
+    width: int,
+    density: float,
+    length: float,
+    angle: float,
+    blur: float,
+    gamma: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Streaks grown from noise, the Photoshop rain recipe: (H, W) float32, peak about 1, unscaled.
+
+    Dense uniform noise is blurred by ``blur`` (Gaussian sigma, pixels) and thresholded so that a
+    ``density`` fraction of it survives, keeping the amount above the threshold: drop brightness is
+    then continuous and heavy-tailed (many faint drops, few bright ones), unlike :func:`rain_layer`,
+    whose drops are all of one brightness band. A motion blur of ``length`` pixels at ``angle`` smears
+    the drops into streaks, and a levels curve (normalise the 99.9th percentile to 1, raise to
+    ``gamma``) sets the contrast between faint and bright streaks. Long thin streaks of varied
+    brightness are what the light rain of Rain100L looks like (bench/streak_stats.py).
+    """
+    if not 0.0 < density < 1.0 or length < 1.0 or blur < 0.0 or gamma <= 0.0:
+        raise ValueError(f"bad noise-streak parameters: {density=}, {length=}, {blur=}, {gamma=}")
+    from scipy.special import ndtri
+
+    noise = rng.random((height, width))
+    if blur > 0:
+        noise = gaussian_filter(noise, blur, mode="wrap")
+    noise = (noise - noise.mean()) / max(float(noise.std()), 1e-12)
+    drops = np.clip(noise + float(ndtri(density)), 0.0, None)  # ndtri(density) = minus the threshold
+    streaks = _circular_convolve(drops, motion_kernel(length, angle))
+    streaks /= max(float(np.percentile(streaks, 99.9)), 1e-12)
+    streaks[streaks < 1e-6] = 0.0  # the FFT's round-off (about 1e-16) where no streak passes
+    return (streaks**gamma).astype(np.float32)
+
+
 def blend_rain(clean: np.ndarray, streaks: np.ndarray, params: RainParams) -> np.ndarray:
     """Composite a streak layer (and the veil) onto a clean RGB image in [0, 1]."""
     base = np.asarray(clean, dtype=np.float32)

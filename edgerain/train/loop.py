@@ -91,6 +91,9 @@ class TrainConfig:
     procedural_rain: float = 0.0
     # Fraction of synthetic heavy-rain pairs whose streak layers cross (each in its own direction).
     crossing_rain: float = 0.0
+    # Fraction of procedural light and moderate pairs whose streaks are grown from noise (long, thin,
+    # of varied brightness: the light rain of the synthetic benchmarks).
+    noise_rain: float = 0.0
     # --data synth: the rain classes drawn (None: all), e.g. ("light",) to train the light-rain expert on.
     rain_classes: tuple[str, ...] | None = None
     # CLIP-RPN: fraction of the pairs sent to an expert for heavier rain than their label (see
@@ -385,7 +388,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             raise EdgerainError(f"--batch {cfg.batch} must be divisible by the {world} processes")
         per_rank = cfg.batch // world
         torch.manual_seed(cfg.seed + rank)
-        source = open_source(cfg.data, cfg.seed, cfg.procedural_rain, cfg.rain_classes, cfg.crossing_rain)
+        source = open_source(
+            cfg.data, cfg.seed, cfg.procedural_rain, cfg.rain_classes, cfg.crossing_rain, cfg.noise_rain
+        )
         val_sets = [ValidationSet(v, cfg.val_max_pairs) for v in cfg.val] if rank == 0 else []
 
         extra: dict[str, Any] = {"device": device_name(device)}

@@ -400,6 +400,7 @@ def train_router_checkpoint(
     data: str = "synth",
     procedural_rain: float = 0.5,
     crossing_rain: float = 0.0,
+    noise_rain: float = 0.0,
     steps: int = 1500,
     per_class: int = 1500,
     seed: int = 31337,
@@ -438,7 +439,7 @@ def train_router_checkpoint(
         raise EdgerainError(f"--offsets-per-class {offsets_per_class}: give 0 (no offsets) or a positive count")
     if offsets_only and offsets_per_class == 0:
         raise EdgerainError("--offsets-only with --offsets-per-class 0 would change nothing")
-    source = open_source(data, seed, procedural_rain, crossing=crossing_rain)
+    source = open_source(data, seed, procedural_rain, crossing=crossing_rain, noise=noise_rain)
     digest = sha256_file(src)
     prov = dict(getattr(model, "provenance", {}))
     if offsets_only:
@@ -456,7 +457,12 @@ def train_router_checkpoint(
             regret_per_class=regret_per_class,
             log=log,
         )
-        info["data"] = {"spec": data, "procedural_fraction": procedural_rain, "crossing_fraction": crossing_rain}
+        info["data"] = {
+            "spec": data,
+            "procedural_fraction": procedural_rain,
+            "crossing_fraction": crossing_rain,
+            "noise_fraction": noise_rain,
+        }
         prov["router_trained_from"] = {"file": src.name, "sha256": digest}
     if offsets_per_class > 0:
         # Another seed than the router's own pools: the offsets are fitted on pairs it has not seen.

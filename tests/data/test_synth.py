@@ -10,7 +10,7 @@ import pytest
 from edgerain.data.demo import make_demo_pairs
 from edgerain.data.io import load_image
 from edgerain.data.pairs import find_pairs
-from edgerain.data.synth import PATTERNS, RainParams, add_rain, motion_kernel
+from edgerain.data.synth import PATTERNS, RainParams, _circular_convolve, add_rain, motion_kernel, noise_streaks
 from edgerain.errors import EdgerainError
 
 
@@ -79,3 +79,43 @@ def test_demo_pairs_are_deterministic_and_labelled(tmp_path):
     with pytest.raises(EdgerainError, match="--count"):
         make_demo_pairs(tmp_path / "c", count=0)
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(("shape", "length", "angle"), [((48, 32), 15, 20.0), ((20, 12), 41, -25.0), ((9, 9), 61, 5.0)])
+def test_circular_convolution_matches_scipy_wrap(rng, shape, length, angle):
+    # Kernels larger than the image included: they wrap around it more than once.
+    from scipy.ndimage import convolve
+
+    image, kernel = rng.random(shape), motion_kernel(length, angle)
+    np.testing.assert_allclose(_circular_convolve(image, kernel), convolve(image, kernel, mode="wrap"), atol=1e-12)
+
+
+def _run_length(field: np.ndarray, threshold: float) -> float:
+    """Mean length of the vertical runs of pixels above ``threshold`` (the streak length of vertical rain)."""
+    on = field > threshold
+    pad = np.zeros((1, field.shape[1]), bool)
+    runs = (np.diff(np.vstack([pad, on, pad]).astype(np.int8), axis=0) == 1).sum()
+    return float(on.sum() / max(runs, 1))
+
+
+def test_noise_streaks_are_deterministic_long_and_of_varied_brightness():
+    short, again = (noise_streaks(128, 128, 0.01, 10, 0.0, 1.0, 1.0, np.random.default_rng(5)) for _ in range(2))
+    np.testing.assert_array_equal(short, again)
+    long = noise_streaks(128, 128, 0.01, 60, 0.0, 1.0, 1.0, np.random.default_rng(5))
+    assert short.dtype == np.float32 and short.min() >= 0.0
+    # The levels curve puts the brightest streaks (99.9th percentile) at 1.
+    assert np.percentile(long, 99.9) == pytest.approx(1.0, abs=1e-5)
+    # Longer motion blur, longer streaks.
+    assert _run_length(long, 0.1) > 2.5 * _run_length(short, 0.1)
+    # Drop brightness is continuous and heavy-tailed (the amount by which the noise clears the
+    # threshold): without a motion blur, the drops span faint to bright, most of them faint.
+    drops = noise_streaks(128, 128, 0.01, 1.0, 0.0, 1.0, 1.0, np.random.default_rng(5))
+    lit = drops[drops > 1e-3]
+    assert np.median(lit) < 0.5 and lit.std() > 0.1
+    # A gamma above 1 darkens the faint streaks more than the bright ones.
+    steep = noise_streaks(128, 128, 0.01, 60, 0.0, 1.0, 2.0, np.random.default_rng(5))
+    assert (steep > 0.05).mean() < (long > 0.05).mean()
+    for bad in ({"density": 0.0}, {"length": 0.5}, {"blur": -1.0}, {"gamma": 0.0}):
+        kwargs = {"density": 0.01, "length": 10.0, "angle": 0.0, "blur": 1.0, "gamma": 1.0, **bad}
+        with pytest.raises(ValueError, match="noise-streak"):
+            noise_streaks(16, 16, rng=np.random.default_rng(0), **kwargs)

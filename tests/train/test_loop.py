@@ -390,3 +390,12 @@ def test_crossing_rain_refusals(pair_folder: Path, train_root: Path, tmp_path: P
     err = capsys.readouterr().err.strip().splitlines()
     assert "--crossing-rain is for synthetic data" in err[0] and "crossing-rain fraction must be in [0, 1]" in err[1]
     assert not (tmp_path / "run").exists()
+
+
+def test_noise_rain_refusals(pair_folder: Path, train_root: Path, tmp_path: Path, capsys) -> None:
+    base = ["train", "--model", "clip-rpn-tiny", "--iters", "1", "--out", str(tmp_path / "run")]
+    assert main([*base, "--data", str(pair_folder), "--noise-rain", "0.5"]) == 2
+    assert main([*base, "--data", f"synth:{train_root}", "--noise-rain", "0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--noise-rain is for synthetic data" in err[0] and "give --procedural-rain above 0 too" in err[1]
+    assert not (tmp_path / "run").exists()

@@ -159,6 +159,10 @@ def test_model_card_names_a_single_class_stage_and_a_kept_router() -> None:
     report["provenance"]["recipe"] = {**recipe, "rain_classes": None, "route_by": "router", "crossing_rain": 0.5}
     last = model_card(report).split("stage 2 (warm start")[1]
     assert "--procedural-rain 0.0 --crossing-rain 0.5 --route-by router" in last
+    assert "--noise-rain" not in card
+    report["provenance"]["recipe"] = {**recipe, "rain_classes": None, "procedural_rain": 0.5, "noise_rain": 0.6}
+    last = model_card(report).split("stage 2 (warm start")[1]
+    assert "--procedural-rain 0.5 --noise-rain 0.6 --calibrate-per-class 0" in last
 
 
 def test_model_card_gives_the_decision_offsets_and_what_they_did() -> None:

@@ -230,3 +230,54 @@ def test_crossing_rain_through_the_commands_and_sources(train_root: Path, tmp_pa
     assert src.describe()["crossing_fraction"] == 0.5
     with pytest.raises(EdgerainError, match="--crossing-rain"):
         open_source(str(out), seed=5, crossing=0.5)
+
+
+def test_noise_fraction_draws_only_procedural_light_and_moderate_rain(train_root: Path) -> None:
+    plain, noisy = RainSynthesizer(train_root, procedural=0.5), RainSynthesizer(train_root, procedural=0.5, noise=1.0)
+    # Heavy pairs and Garg-Nayar pairs are the same with or without noise rain (no extra draws).
+    for i in range(6):
+        a, _, pa = plain.pair(6, i, 48, rain_class="heavy")
+        b, _, pb = noisy.pair(6, i, 48, rain_class="heavy")
+        np.testing.assert_array_equal(a, b)
+        assert pa == pb
+    for cls in ("light", "moderate"):
+        drawn = [(plain.pair(6, i, 64, rain_class=cls)[2], noisy.pair(6, i, 64, rain_class=cls)) for i in range(12)]
+        for before, (rainy, clean, after) in drawn:
+            if before.source == "garg":
+                assert after == before
+            else:
+                assert after.source == "noise" and after.rain_class == cls and after.layers[0] == "noise0"
+                assert after.mean_rain == pytest.approx(float((rainy - clean).mean()), abs=1e-4)
+                if after.veil == 0:
+                    assert (rainy >= clean - 1e-6).all()
+        assert {after.source for _, (_, _, after) in drawn} == {"garg", "noise"}
+    # Still the class's rain: light noise rain below the light/moderate boundary on average, and
+    # moderate above it.
+    only = RainSynthesizer(train_root, procedural=1.0, noise=1.0)
+    light = np.mean([only.pair(7, i, 96, rain_class="light")[2].mean_rain for i in range(10)])
+    moderate = np.mean([only.pair(7, i, 96, rain_class="moderate")[2].mean_rain for i in range(10)])
+    assert 0.004 < light < CLASS_BOUNDARIES[0] < moderate < CLASS_BOUNDARIES[1]
+    half = RainSynthesizer(train_root, procedural=1.0, noise=0.5)
+    assert 8 <= sum(half.pair(8, i, 32, rain_class="light")[2].source == "noise" for i in range(32)) <= 24
+    assert noisy.describe()["noise_fraction"] == 1.0
+    with pytest.raises(EdgerainError, match="noise-rain fraction"):
+        RainSynthesizer(train_root, procedural=0.5, noise=1.5)
+    with pytest.raises(EdgerainError, match="--procedural-rain above 0"):
+        RainSynthesizer(train_root, noise=0.5)
+
+
+def test_noise_rain_through_the_commands_and_sources(train_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "noise"
+    args = ["synth", "--out", str(out), "--count", "4", "--size", "24", "--train-root", str(train_root)]
+    assert main([*args, "--rain-class", "light", "--procedural-rain", "1", "--noise-rain", "1"]) == 0
+    with open(out / "labels.csv", newline="") as f:
+        assert {r["source"] for r in csv.DictReader(f)} == {"noise"}
+    meta = json.loads((out / "labels.json").read_text())
+    assert meta["noise_streak_ranges"]["light"]["length"][1] > meta["procedural_ranges"]["light"]["length"][1]
+    assert meta["source"]["noise_fraction"] == 1.0
+    assert main([*args[:2], str(tmp_path / "bad"), *args[3:], "--noise-rain", "0.5"]) == 2
+    assert not (tmp_path / "bad").exists()
+    src = open_source(f"synth:{train_root}", seed=5, procedural=0.5, noise=0.5)
+    assert src.describe()["noise_fraction"] == 0.5
+    with pytest.raises(EdgerainError, match="--noise-rain is for synthetic data"):
+        open_source(str(out), seed=5, noise=0.5)
