@@ -427,6 +427,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             elif init_router is not None:
                 # --calibrate-per-class 0 on a warm start keeps the --init checkpoint's router as it is.
                 extra["router"] = {**init_router, "kept_from_init": True}
+                if init_router.get("decision_offsets"):
+                    # Offsets are fitted on the experts as they were; this stage changes them.
+                    extra["router"]["decision_offsets"] = {**init_router["decision_offsets"], "carried_over": True}
             else:
                 extra["router"] = {"calibrated": False, "method": "zero-shot CLIP text prompts"}
         if world > 1 and family == "clip-rpn":

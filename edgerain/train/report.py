@@ -243,7 +243,8 @@ def _router_line(router: dict[str, Any]) -> str:
         before = float(cv.get("before", {}).get("routed_psnr_y", float("nan")))
         after = float(cv.get("after", {}).get("routed_psnr_y", float("nan")))
         text += (
-            f" Decision offsets {offsets.get('offsets')} (log-probability, per class) fitted on the final experts "
+            f" Decision offsets {offsets.get('offsets')} (log-probability, per class) fitted on "
+            f"{'the experts of an earlier stage and carried over' if offsets.get('carried_over') else 'the final experts'} "
             f"(`edgerain calibrate-router --offsets-only`, {offsets.get('pairs_per_class')} synthetic pairs per class, "
             f"every expert run on each): routed Y-PSNR on those pairs {before:.2f} -> {after:.2f} dB, two-fold "
             f"cross-validated (best expert per pair {float(cv.get('oracle_psnr_y', float('nan'))):.2f})."

@@ -248,6 +248,18 @@ def test_init_without_calibration_keeps_the_init_router(train_root: Path, tmp_pa
     # Only the light-rain expert learnt.
     changed = {k.split(".")[1] for k in sa if k.startswith("experts.") and not torch.equal(sa[k], sb[k])}
     assert changed == {"0"}
+    # Decision offsets fitted on the parent's experts are carried over, marked as such.
+    from edgerain.models.checkpoint import save_checkpoint
+
+    offsets = {"offsets": [0.0, 0.5, 0.0], "pairs_per_class": 10}
+    save_checkpoint(
+        parent, tmp_path / "offsets.safetensors", {"router": {"calibrated": True, "decision_offsets": offsets}}
+    )
+    cfg = _cfg(train_root, tmp_path / "again", iters=1, shared_warmup=0.0, init=str(tmp_path / "offsets.safetensors"))
+    cfg.calibrate_per_class = 0
+    train(cfg)
+    router = load_checkpoint(tmp_path / "again" / "last.safetensors").provenance["router"]  # type: ignore[attr-defined]
+    assert router["decision_offsets"] == {**offsets, "carried_over": True} and router["kept_from_init"] is True
 
 
 def test_misroute_sends_lighter_rain_to_heavier_experts() -> None:

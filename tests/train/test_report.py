@@ -191,6 +191,10 @@ def test_model_card_gives_the_decision_offsets_and_what_they_did() -> None:
     assert (
         "routed Y-PSNR on those pairs 30.90 -> 31.12 dB, two-fold cross-validated (best expert per pair 31.60)" in card
     )
+    assert "fitted on the final experts" in card
+    carried = {**offsets, "carried_over": True}
+    report["provenance"]["router"] = _trained_router(decision_offsets=carried)  # type: ignore[index]
+    assert "fitted on the experts of an earlier stage and carried over" in model_card(report)
 
 
 class _Identity(torch.nn.Module):
