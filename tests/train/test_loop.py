@@ -395,19 +395,19 @@ def test_route_by_router_needs_synthetic_data(pair_folder: Path, tmp_path: Path,
     assert "--route-by router needs synthetic data" in capsys.readouterr().err
 
 
-def test_crossing_rain_refusals(pair_folder: Path, train_root: Path, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize(
+    ("flag", "synth_value", "synth_error"),
+    [
+        ("--crossing-rain", "1.5", "crossing-rain fraction must be in [0, 1]"),
+        ("--noise-rain", "0.5", "give --procedural-rain above 0 too"),  # noise rain is procedural rain
+    ],
+)
+def test_streak_option_refusals(
+    pair_folder: Path, train_root: Path, tmp_path: Path, capsys, flag: str, synth_value: str, synth_error: str
+) -> None:
     base = ["train", "--model", "clip-rpn-tiny", "--iters", "1", "--out", str(tmp_path / "run")]
-    assert main([*base, "--data", str(pair_folder), "--crossing-rain", "0.5"]) == 2
-    assert main([*base, "--data", f"synth:{train_root}", "--crossing-rain", "1.5"]) == 2
+    assert main([*base, "--data", str(pair_folder), flag, "0.5"]) == 2
+    assert main([*base, "--data", f"synth:{train_root}", flag, synth_value]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert "--crossing-rain is for synthetic data" in err[0] and "crossing-rain fraction must be in [0, 1]" in err[1]
-    assert not (tmp_path / "run").exists()
-
-
-def test_noise_rain_refusals(pair_folder: Path, train_root: Path, tmp_path: Path, capsys) -> None:
-    base = ["train", "--model", "clip-rpn-tiny", "--iters", "1", "--out", str(tmp_path / "run")]
-    assert main([*base, "--data", str(pair_folder), "--noise-rain", "0.5"]) == 2
-    assert main([*base, "--data", f"synth:{train_root}", "--noise-rain", "0.5"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert "--noise-rain is for synthetic data" in err[0] and "give --procedural-rain above 0 too" in err[1]
+    assert f"{flag} is for synthetic data" in err[0] and synth_error in err[1]
     assert not (tmp_path / "run").exists()
