@@ -263,15 +263,16 @@ class RainSynthesizer:
         spread = CROSSING_SPREAD if crossing else SHARED_SPREAD
         r = CLASS_RANGES[rain_class]
         h, w = clean.shape[:2]
-        if noise:
+        if procedural:
             angle = float(rng.uniform(-30.0, 30.0))
             veil = float(rng.uniform(*r.veil)) if r.veil[1] > 0 else 0.0
-            streak, names, intensity, scale = _noise_streak_layers(h, w, NOISE_STREAK_RANGES[rain_class], angle, rng)
-        elif procedural:
-            angle = float(rng.uniform(-30.0, 30.0))
-            veil = float(rng.uniform(*r.veil)) if r.veil[1] > 0 else 0.0
-            ranges = CROSSING_PROCEDURAL if crossing else PROCEDURAL_RANGES[rain_class]
-            streak, names, intensity, scale = _procedural_streaks(h, w, ranges, angle, spread, rng)
+            if noise:
+                streak, names, intensity, scale = _noise_streak_layers(
+                    h, w, NOISE_STREAK_RANGES[rain_class], angle, rng
+                )
+            else:
+                ranges = CROSSING_PROCEDURAL if crossing else PROCEDURAL_RANGES[rain_class]
+                streak, names, intensity, scale = _procedural_streaks(h, w, ranges, angle, spread, rng)
         else:  # (the draw order of earlier versions, which keeps their streams reproducible)
             n_layers = int(rng.integers(r.layers[0], r.layers[1] + 1))
             angle = float(rng.uniform(-30.0, 30.0))

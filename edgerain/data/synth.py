@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 from scipy.ndimage import convolve, gaussian_filter
+from scipy.special import ndtri
 
 Pattern = Literal["light", "moderate", "heavy"]
 Blend = Literal["screen", "additive"]
@@ -140,8 +141,6 @@ def noise_streaks(
     """
     if not 0.0 < density < 1.0 or length < 1.0 or blur < 0.0 or gamma <= 0.0:
         raise ValueError(f"bad noise-streak parameters: {density=}, {length=}, {blur=}, {gamma=}")
-    from scipy.special import ndtri
-
     noise = rng.random((height, width))
     if blur > 0:
         noise = gaussian_filter(noise, blur, mode="wrap")
