@@ -40,6 +40,10 @@ def synth(
         float,
         typer.Option(help="Fraction of procedural light and moderate pairs whose streaks are grown from noise."),
     ] = 0.0,
+    noise_heavy: Annotated[
+        float,
+        typer.Option(help="Fraction of procedural heavy pairs (not crossing) whose streaks are grown from noise."),
+    ] = 0.0,
 ) -> None:
     """Synthesise labelled rainy/clean pairs from clean photos and real Garg-Nayar (or procedural) rain streaks."""
     from edgerain.data.streaks import write_pair_folder
@@ -54,6 +58,7 @@ def synth(
         procedural=procedural_rain,
         crossing=crossing_rain,
         noise=noise_rain,
+        noise_heavy=noise_heavy,
     )
     typer.echo(f"wrote {count} pairs to {path} (labels in labels.csv / labels.json)")
 
@@ -117,6 +122,12 @@ def train(
             help="--data synth: fraction of procedural light and moderate pairs whose streaks are grown from noise."
         ),
     ] = 0.0,
+    noise_heavy: Annotated[
+        float,
+        typer.Option(
+            help="--data synth: fraction of procedural heavy pairs (not crossing) whose streaks are grown from noise."
+        ),
+    ] = 0.0,
     misroute: Annotated[
         float,
         typer.Option(
@@ -173,6 +184,7 @@ def train(
         procedural_rain=procedural_rain,
         crossing_rain=crossing_rain,
         noise_rain=noise_rain,
+        noise_heavy=noise_heavy,
         misroute=misroute,
         route_by=route_by,
         rain_classes=tuple(c.strip() for c in rain_classes.split(",")) if rain_classes is not None else None,
@@ -202,6 +214,10 @@ def calibrate_router(
     noise_rain: Annotated[
         float,
         typer.Option(help="Fraction of procedural light and moderate images whose streaks are grown from noise."),
+    ] = 0.0,
+    noise_heavy: Annotated[
+        float,
+        typer.Option(help="Fraction of procedural heavy images (not crossing) whose streaks are grown from noise."),
     ] = 0.0,
     steps: Annotated[int, typer.Option(help="Optimiser steps (batch 64, cosine decay).")] = 1500,
     per_class: Annotated[int, typer.Option(help="Synthetic training images per rain class.")] = 1500,
@@ -241,6 +257,7 @@ def calibrate_router(
         procedural_rain=procedural_rain,
         crossing_rain=crossing_rain,
         noise_rain=noise_rain,
+        noise_heavy=noise_heavy,
         steps=steps,
         per_class=per_class,
         seed=seed,

@@ -25,7 +25,10 @@ do the same to real downpours.
 A fraction of the procedural light and moderate pairs (``noise``) grows its streaks from noise
 (:func:`edgerain.data.synth.noise_streaks`, the Photoshop rain recipe): long, thin streaks whose
 brightness varies continuously, many faint and few bright, as in Rain100L, where the sparse drops of
-the procedural streaks are all of one brightness band and short.
+the procedural streaks are all of one brightness band and short. A fraction of the procedural heavy
+pairs (``noise_heavy``, crossing pairs excepted) does the same with denser, brighter layers: the thin,
+partly near-white streaks of Rain100H, thinner and less often saturated than the procedural and
+Garg-Nayar heavy rain (bench/streak_stats.py).
 """
 
 from __future__ import annotations
@@ -122,14 +125,19 @@ class NoiseStreakRanges:
     intensity: tuple[float, float]  # brightness of the brightest streaks (the 99.9th percentile)
 
 
-# Light and moderate rain only (``RainSynthesizer(noise=...)``), within the same mean-added-rain bands
-# as CLASS_RANGES; the light ranges bracket what bench/streak_stats.py and the residual images show of
-# Rain100L: long (30-120 px), thin streaks of continuously varied brightness, few of them near white.
+# Within the same mean-added-rain bands as CLASS_RANGES. Light and moderate rain follow
+# ``RainSynthesizer(noise=...)``, heavy rain ``noise_heavy``. The light ranges bracket what
+# bench/streak_stats.py and the residual images show of Rain100L: long (30-120 px), thin streaks of
+# continuously varied brightness, few of them near white. The heavy ranges (with the heavy class's veil)
+# give Rain100H's medians: residual about 0.2, two thirds of the pixels raised by more than 0.1, about
+# 10 % near white, streaks 2 px in half-width (the procedural and Garg-Nayar heavy rain: 3 px, 13-17 %).
 NOISE_STREAK_RANGES: dict[str, NoiseStreakRanges] = {
     "light": NoiseStreakRanges(layers=(1, 1), density=(0.008, 0.016), length=(30, 120), blur=(1.0, 2.0),
                                gamma=(1.0, 1.5), intensity=(0.4, 0.85)),
     "moderate": NoiseStreakRanges(layers=(1, 2), density=(0.01, 0.02), length=(30, 120), blur=(1.0, 2.0),
                                   gamma=(0.9, 1.4), intensity=(0.6, 1.0)),
+    "heavy": NoiseStreakRanges(layers=(2, 3), density=(0.006, 0.015), length=(25, 80), blur=(0.8, 1.5),
+                               gamma=(0.6, 1.0), intensity=(0.8, 1.1)),
 }  # fmt: skip
 
 
@@ -200,18 +208,21 @@ class RainSynthesizer:
         procedural: float = 0.0,
         crossing: float = 0.0,
         noise: float = 0.0,
+        noise_heavy: float = 0.0,
     ) -> None:
         if not 0.0 <= procedural <= 1.0:
             raise EdgerainError(f"the procedural-rain fraction must be in [0, 1], got {procedural}")
         if not 0.0 <= crossing <= 1.0:
             raise EdgerainError(f"the crossing-rain fraction must be in [0, 1], got {crossing}")
-        if not 0.0 <= noise <= 1.0:
-            raise EdgerainError(f"the noise-rain fraction must be in [0, 1], got {noise}")
-        if noise > 0 and procedural == 0:
-            raise EdgerainError("--noise-rain applies to procedural pairs: give --procedural-rain above 0 too")
+        for flag, fraction in (("--noise-rain", noise), ("--noise-heavy", noise_heavy)):
+            if not 0.0 <= fraction <= 1.0:
+                raise EdgerainError(f"the {flag} fraction must be in [0, 1], got {fraction}")
+            if fraction > 0 and procedural == 0:
+                raise EdgerainError(f"{flag} applies to procedural pairs: give --procedural-rain above 0 too")
         self.procedural = procedural
         self.crossing = crossing
         self.noise = noise
+        self.noise_heavy = noise_heavy
         self.root = Path(root) if root is not None else default_train_root()
         for name in clean_sets:
             if name in EVALUATION_ONLY or name not in CLEAN_SETS:
@@ -237,6 +248,7 @@ class RainSynthesizer:
             "procedural_fraction": self.procedural,
             "crossing_fraction": self.crossing,
             "noise_fraction": self.noise,
+            "noise_heavy_fraction": self.noise_heavy,
         }
 
     def pair(
@@ -259,7 +271,9 @@ class RainSynthesizer:
         # Drawn only when mixing, so that procedural=0 reproduces the streams of earlier versions.
         procedural = self.procedural > 0 and bool(rng.random() < self.procedural)
         crossing = self.crossing > 0 and rain_class == "heavy" and bool(rng.random() < self.crossing)
-        noise = procedural and self.noise > 0 and rain_class in NOISE_STREAK_RANGES and bool(rng.random() < self.noise)
+        # Crossing heavy rain keeps its own streaks; the noise draw is skipped where it cannot apply.
+        noise_fraction = self.noise_heavy if rain_class == "heavy" else self.noise
+        noise = procedural and not crossing and noise_fraction > 0 and bool(rng.random() < noise_fraction)
         spread = CROSSING_SPREAD if crossing else SHARED_SPREAD
         r = CLASS_RANGES[rain_class]
         h, w = clean.shape[:2]
@@ -411,6 +425,7 @@ def write_pair_folder(
     procedural: float = 0.0,
     crossing: float = 0.0,
     noise: float = 0.0,
+    noise_heavy: float = 0.0,
 ) -> Path:
     """Write ``count`` pairs as OUT/rain/NNNN.png, OUT/norain/NNNN.png, labels.csv and labels.json.
 
@@ -432,7 +447,7 @@ def write_pair_folder(
         raise EdgerainError(f"unknown rain class '{rain_class}' (one of {', '.join(RAIN_CLASSES)})")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EdgerainError(f"{out} already exists and is not an empty folder")
-    synth = RainSynthesizer(root, procedural=procedural, crossing=crossing, noise=noise)
+    synth = RainSynthesizer(root, procedural=procedural, crossing=crossing, noise=noise, noise_heavy=noise_heavy)
     width = max(4, len(str(count)))
     records = []
     with atomic_path(out) as tmp:

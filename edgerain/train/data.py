@@ -198,20 +198,23 @@ def open_source(
     classes: tuple[str, ...] | None = None,
     crossing: float = 0.0,
     noise: float = 0.0,
+    noise_heavy: float = 0.0,
 ) -> TrainSource:
     """``synth`` (default training root), ``synth:ROOT`` or a folder of rain/norain pairs; ``procedural``
     is the fraction of synthetic pairs with procedural instead of Garg-Nayar streaks, ``classes`` the
     rain classes synthesised (default: all), ``crossing`` the fraction of heavy-rain pairs whose
-    streaks cross, ``noise`` the fraction of procedural light and moderate pairs whose streaks are
-    grown from noise."""
+    streaks cross, ``noise`` and ``noise_heavy`` the fractions of procedural light and moderate pairs,
+    and of procedural heavy pairs, whose streaks are grown from noise."""
     if is_synth_spec(spec):
         root = spec.partition(":")[2] or None
-        return SynthSource(RainSynthesizer(root, procedural=procedural, crossing=crossing, noise=noise), seed, classes)
+        synth = RainSynthesizer(root, procedural=procedural, crossing=crossing, noise=noise, noise_heavy=noise_heavy)
+        return SynthSource(synth, seed, classes)
     if classes is not None:
         raise EdgerainError("--rain-classes is for synthetic data (--data synth), whose rain classes are drawn")
-    if crossing or noise:
-        flag = "--crossing-rain" if crossing else "--noise-rain"
-        raise EdgerainError(f"{flag} is for synthetic data (--data synth), whose streaks are drawn")
+    drawn = {"--crossing-rain": crossing, "--noise-rain": noise, "--noise-heavy": noise_heavy}
+    for flag, fraction in drawn.items():
+        if fraction:
+            raise EdgerainError(f"{flag} is for synthetic data (--data synth), whose streaks are drawn")
     path = Path(spec)
     if not path.is_dir():
         raise EdgerainError(f"--data '{spec}' is neither 'synth', 'synth:ROOT' nor a folder of pairs")

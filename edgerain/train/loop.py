@@ -94,6 +94,9 @@ class TrainConfig:
     # Fraction of procedural light and moderate pairs whose streaks are grown from noise (long, thin,
     # of varied brightness: the light rain of the synthetic benchmarks).
     noise_rain: float = 0.0
+    # Fraction of procedural heavy pairs whose streaks are grown from noise (thin, dense, partly near
+    # white: the heavy rain of the synthetic benchmarks).
+    noise_heavy: float = 0.0
     # --data synth: the rain classes drawn (None: all), e.g. ("light",) to train the light-rain expert on.
     rain_classes: tuple[str, ...] | None = None
     # CLIP-RPN: fraction of the pairs sent to an expert for heavier rain than their label (see
@@ -389,7 +392,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         per_rank = cfg.batch // world
         torch.manual_seed(cfg.seed + rank)
         source = open_source(
-            cfg.data, cfg.seed, cfg.procedural_rain, cfg.rain_classes, cfg.crossing_rain, cfg.noise_rain
+            cfg.data,
+            cfg.seed,
+            cfg.procedural_rain,
+            cfg.rain_classes,
+            cfg.crossing_rain,
+            cfg.noise_rain,
+            cfg.noise_heavy,
         )
         val_sets = [ValidationSet(v, cfg.val_max_pairs) for v in cfg.val] if rank == 0 else []
 

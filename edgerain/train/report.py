@@ -268,6 +268,8 @@ def _stage_line(label: str, model: str, stage: dict[str, Any]) -> str:
         opts += f" --crossing-rain {recipe['crossing_rain']}"
     if recipe.get("noise_rain"):
         opts += f" --noise-rain {recipe['noise_rain']}"
+    if recipe.get("noise_heavy"):
+        opts += f" --noise-heavy {recipe['noise_heavy']}"
     if recipe.get("rain_classes"):
         opts += f" --rain-classes {','.join(recipe['rain_classes'])}"
     if recipe.get("route_by", "labels") != "labels":

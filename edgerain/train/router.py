@@ -401,6 +401,7 @@ def train_router_checkpoint(
     procedural_rain: float = 0.5,
     crossing_rain: float = 0.0,
     noise_rain: float = 0.0,
+    noise_heavy: float = 0.0,
     steps: int = 1500,
     per_class: int = 1500,
     seed: int = 31337,
@@ -439,7 +440,7 @@ def train_router_checkpoint(
         raise EdgerainError(f"--offsets-per-class {offsets_per_class}: give 0 (no offsets) or a positive count")
     if offsets_only and offsets_per_class == 0:
         raise EdgerainError("--offsets-only with --offsets-per-class 0 would change nothing")
-    source = open_source(data, seed, procedural_rain, crossing=crossing_rain, noise=noise_rain)
+    source = open_source(data, seed, procedural_rain, crossing=crossing_rain, noise=noise_rain, noise_heavy=noise_heavy)
     digest = sha256_file(src)
     prov = dict(getattr(model, "provenance", {}))
     if offsets_only:
@@ -462,6 +463,7 @@ def train_router_checkpoint(
             "procedural_fraction": procedural_rain,
             "crossing_fraction": crossing_rain,
             "noise_fraction": noise_rain,
+            "noise_heavy_fraction": noise_heavy,
         }
         prov["router_trained_from"] = {"file": src.name, "sha256": digest}
     if offsets_per_class > 0:

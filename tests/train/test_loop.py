@@ -400,6 +400,7 @@ def test_route_by_router_needs_synthetic_data(pair_folder: Path, tmp_path: Path,
     [
         ("--crossing-rain", "1.5", "crossing-rain fraction must be in [0, 1]"),
         ("--noise-rain", "0.5", "give --procedural-rain above 0 too"),  # noise rain is procedural rain
+        ("--noise-heavy", "0.5", "give --procedural-rain above 0 too"),
     ],
 )
 def test_streak_option_refusals(

@@ -163,6 +163,10 @@ def test_model_card_names_a_single_class_stage_and_a_kept_router() -> None:
     report["provenance"]["recipe"] = {**recipe, "rain_classes": None, "procedural_rain": 0.5, "noise_rain": 0.6}
     last = model_card(report).split("stage 2 (warm start")[1]
     assert "--procedural-rain 0.5 --noise-rain 0.6 --calibrate-per-class 0" in last
+    assert "--noise-heavy" not in card
+    report["provenance"]["recipe"] = {**recipe, "rain_classes": None, "procedural_rain": 0.5, "noise_heavy": 0.4}
+    last = model_card(report).split("stage 2 (warm start")[1]
+    assert "--procedural-rain 0.5 --noise-heavy 0.4 --calibrate-per-class 0" in last
 
 
 def test_model_card_gives_the_decision_offsets_and_what_they_did() -> None:

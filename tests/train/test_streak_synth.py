@@ -266,6 +266,38 @@ def test_noise_fraction_draws_only_procedural_light_and_moderate_rain(train_root
         RainSynthesizer(train_root, noise=0.5)
 
 
+def test_noise_heavy_fraction_draws_only_procedural_heavy_rain_that_does_not_cross(train_root: Path) -> None:
+    plain = RainSynthesizer(train_root, procedural=0.5, crossing=0.5)
+    noisy = RainSynthesizer(train_root, procedural=0.5, crossing=0.5, noise_heavy=1.0)
+    # Light and moderate pairs are the same with or without it (no extra draws).
+    for cls in ("light", "moderate"):
+        for i in range(4):
+            a, _, pa = plain.pair(9, i, 48, rain_class=cls)
+            b, _, pb = noisy.pair(9, i, 48, rain_class=cls)
+            np.testing.assert_array_equal(a, b)
+            assert pa == pb
+    drawn = [(plain.pair(9, i, 64, rain_class="heavy")[2], noisy.pair(9, i, 64, rain_class="heavy")) for i in range(16)]
+    for before, (rainy, clean, after) in drawn:
+        if before.source == "garg" or before.crossing:
+            assert after == before
+        else:
+            assert after.source == "noise" and after.rain_class == "heavy" and after.layers[0] == "noise0"
+            assert after.veil > 0  # the heavy class's veil, as for every heavy pair
+            assert after.mean_rain == pytest.approx(float((rainy - clean).mean()), abs=1e-4)
+    assert {after.source for _, (_, _, after) in drawn} == {"garg", "procedural", "noise"}
+    # Still heavy rain: above the moderate/heavy boundary on average.
+    only = RainSynthesizer(train_root, procedural=1.0, noise_heavy=1.0)
+    heavy = np.mean([only.pair(7, i, 96, rain_class="heavy")[2].mean_rain for i in range(8)])
+    assert CLASS_BOUNDARIES[1] < heavy < 0.35
+    half = RainSynthesizer(train_root, procedural=1.0, noise_heavy=0.5)
+    assert 8 <= sum(half.pair(8, i, 32, rain_class="heavy")[2].source == "noise" for i in range(32)) <= 24
+    assert noisy.describe()["noise_heavy_fraction"] == 1.0
+    with pytest.raises(EdgerainError, match="noise-heavy fraction"):
+        RainSynthesizer(train_root, procedural=0.5, noise_heavy=-0.1)
+    with pytest.raises(EdgerainError, match="--noise-heavy applies to procedural pairs"):
+        RainSynthesizer(train_root, noise_heavy=0.5)
+
+
 def test_noise_rain_through_the_commands_and_sources(train_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "noise"
     args = ["synth", "--out", str(out), "--count", "4", "--size", "24", "--train-root", str(train_root)]
@@ -281,3 +313,18 @@ def test_noise_rain_through_the_commands_and_sources(train_root: Path, tmp_path:
     assert src.describe()["noise_fraction"] == 0.5
     with pytest.raises(EdgerainError, match="--noise-rain is for synthetic data"):
         open_source(str(out), seed=5, noise=0.5)
+    heavy = tmp_path / "heavy"
+    assert (
+        main(
+            [*args[:2], str(heavy), *args[3:], "--rain-class", "heavy", "--procedural-rain", "1", "--noise-heavy", "1"]
+        )
+        == 0
+    )
+    with open(heavy / "labels.csv", newline="") as f:
+        assert {r["source"] for r in csv.DictReader(f)} == {"noise"}
+    meta = json.loads((heavy / "labels.json").read_text())
+    assert meta["source"]["noise_heavy_fraction"] == 1.0 and "heavy" in meta["noise_streak_ranges"]
+    assert (
+        open_source(f"synth:{train_root}", seed=5, procedural=0.5, noise_heavy=0.5).describe()["noise_heavy_fraction"]
+        == 0.5
+    )
