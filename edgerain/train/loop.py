@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from edgerain.data.streaks import RAIN_CLASSES
 from edgerain.errors import EdgerainError
 from edgerain.models.base import DerainModel
 from edgerain.train import losses
@@ -367,6 +368,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             )
         if cfg.misroute or cfg.shared_warmup:
             raise EdgerainError("--route-by router replaces --misroute and --shared-warmup: pass one of them")
+        if cfg.rain_classes is not None and set(cfg.rain_classes) < set(RAIN_CLASSES):
+            # Measured on the bundled default: light rain alone, routed, took the moderate- and heavy-rain
+            # experts from 28.2 and 28.4 to 26.2 and 26.9 dB on mixed held-out pairs in 1000 steps.
+            raise EdgerainError(
+                "--route-by router with --rain-classes trains the other classes' experts on nothing but the "
+                "rain the router misroutes to them, and they forget their own; to train one class's expert, "
+                "route by --route-by labels"
+            )
         check_routed_patch(cfg.patch)
     if cfg.workers < 0:
         raise EdgerainError("--workers must be 0 or more")

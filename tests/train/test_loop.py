@@ -381,6 +381,7 @@ def test_train_route_by_router_sends_each_pair_to_the_routers_choice(
         ({"route_by": "router", "misroute": 0.2, "shared_warmup": 0.0}, "replaces --misroute and --shared-warmup"),
         ({"route_by": "router"}, "replaces --misroute and --shared-warmup"),  # _cfg's shared warm-up
         ({"route_by": "router", "shared_warmup": 0.0, "patch": 171}, "--patch 170 at most"),
+        ({"route_by": "router", "shared_warmup": 0.0, "rain_classes": ("light",)}, "forget their own"),
     ],
 )
 def test_route_by_refusals(train_root: Path, tmp_path: Path, kw: dict, message: str) -> None:
