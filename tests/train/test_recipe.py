@@ -62,7 +62,7 @@ def test_recipe_runs_every_stage_from_the_one_before(tmp_path: Path) -> None:
     lines = calls.read_text().splitlines()
     trains = [line for line in lines if " train " in f" {line} "]
     outs = [line.split("--out ")[1].split()[0] for line in trains]
-    assert [Path(o).name for o in outs] == [f"stage{i}" for i in (1, 2, 3, 4, 5, 8, 9, 10, 11, 12)]
+    assert [Path(o).name for o in outs] == [f"stage{i}" for i in (1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13)]
     # Every warm start names the checkpoint its predecessor wrote; the router is fitted on stage 5
     # (no GPU here) before the single-class stages, which keep it.
     inits = [line.split("--init ")[1].split()[0] for line in trains[1:]]
@@ -77,6 +77,7 @@ def test_recipe_runs_every_stage_from_the_one_before(tmp_path: Path) -> None:
         f"{run}/stage9/last.safetensors",
         f"{run}/stage10/last.safetensors",
         f"{run}/stage11/last.safetensors",
+        f"{run}/stage12/last.safetensors",
     ]
     assert trains[5].startswith("torchrun ") and "--rain-classes light --calibrate-per-class 0" in trains[5]
     # Stages 9-12 train every expert on the kept router's choices, on crops the views can hold;
@@ -87,6 +88,9 @@ def test_recipe_runs_every_stage_from_the_one_before(tmp_path: Path) -> None:
     assert "--noise-rain" not in " ".join(trains[:8]) and "--procedural-rain 0.5 --noise-rain 0.6" in trains[8]
     # Stage 12 grows more of it from noise, heavy rain included.
     assert "--noise-heavy" not in " ".join(trains[:9]) and "--noise-rain 0.8 --noise-heavy 0.6" in trains[9]
+    # Stage 13 trains the light-rain expert alone again (pairs sent by label), more of it noise-grown.
+    assert trains[10].startswith("torchrun ") and "--route-by" not in trains[10]
+    assert "--procedural-rain 0.6 --noise-rain 0.8 --rain-classes light --calibrate-per-class 0" in trains[10]
     assert (run / "default.safetensors").is_file()
     # Every stage finished: a second run does nothing but say where the result is.
     calls.unlink()
