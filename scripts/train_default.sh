@@ -45,8 +45,8 @@
 #            peak learning rate, 7e-5 (80 min, 5580 steps). Held-out synthetic routed 31.43 -> 31.50 dB
 #            (both held-out seeds gained), Rain100L 35.47 -> 35.54 dB, Rain100H 19.60 -> 19.66 dB.
 #            (Decision offsets for the router, `edgerain calibrate-router --offsets-only`, fitted
-#            on stage 10 came out zero: the previous default routed exactly as stage 10. They were
-#            not refitted on stages 11 and 12.)
+#            on stage 10 came out zero: the previous default routed exactly as stage 10. Stages
+#            11-13 carried them over; the last step below refits them on the final experts.)
 #   stage 11: (CPU) warm start from stage 10, the same routed training with 60 % of the procedural
 #            light and moderate pairs' streaks grown from noise (--noise-rain 0.6: long, thin, of
 #            varied brightness, like Rain100L's), peak learning rate 1e-4, seed 121 (100 min, 5820
