@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Reproduces the bundled default checkpoint (edgerain/weights/default.safetensors): fourteen training
-# stages (five on the CPU, two on a CUDA GPU, seven more on the CPU), a router stage before the
-# last seven and the router's decision offsets fitted on the final experts.
+# Reproduces the bundled default checkpoint (edgerain/weights/default.safetensors): fifteen training
+# stages (five on the CPU, two on a CUDA GPU, eight more on the CPU), a router stage before the
+# last eight and the router's decision offsets fitted on the final experts.
 #
 # clip-rpn-edge, random CLIP (router calibrated on synthetic labels), trained on pairs synthesised on
 # the fly from ../shared/data/train (clean photos + streaks), never on the evaluation folders.
@@ -73,7 +73,7 @@
 #            held-out noise-grown light/moderate rain 30.93 -> 31.00, the other held-out pairs
 #            31.46 -> 31.51, noise-grown heavy rain unchanged.
 #   offsets: `calibrate-router --offsets-only` on the stage-15 experts (900 synthetic pairs with the
-#            stages' noise-grown rain, 12 min): zero again, so routing is the router's own top-1.
+#            stages' noise-grown rain, 10 min): zero again, so routing is the router's own top-1.
 # CPU runs under `nice`, one thread per process; every stage is resumable: run the script again with RESUME=1.
 #
 #   RUN=/path/to/run scripts/train_default.sh          # fresh run (RUN/stage1, RUN/stage2)
@@ -168,8 +168,8 @@ fi
 [[ -f "$RUN/routed.safetensors" ]] ||
   nice -n 10 "$EDGERAIN" calibrate-router "$RUN/$last/last.safetensors" --out "$RUN/routed.safetensors" \
     --procedural-rain 0.5 --steps 1500 --per-class 1500 --regret-weight 0.2 --offsets-per-class 0 --threads 1
-# Stages 8-14 (CPU): the router above kept as it is (--calibrate-per-class 0), two DDP processes.
-# Stages 8, 13 and 14 train one expert further on its own rain class (--rain-classes light);
+# Stages 8-15 (CPU): the router above kept as it is (--calibrate-per-class 0), two DDP processes.
+# Stages 8 and 13-15 train one expert further on its own rain class (--rain-classes light);
 # stages 9-12 every expert on the synthetic views the router sends it (--route-by router, 128x128).
 # NAME FROM MINUTES SEED BATCH PATCH LR PROCEDURAL [TRAIN OPTIONS]
 cpu_stage() {
