@@ -241,6 +241,13 @@ def calibrate_router(
             help="Keep the checkpoint's router and fit only the decision offsets (after the experts changed).",
         ),
     ] = False,
+    router_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Take the router (tower, head, record) of this checkpoint of the same network instead of training "
+            "one, then fit the offsets on these experts: a router trained while the experts trained further."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic images and the initialisation.")] = 31337,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
 ) -> None:
@@ -265,10 +272,13 @@ def calibrate_router(
         regret_per_class=regret_per_class,
         offsets_per_class=offsets_per_class,
         offsets_only=offsets_only,
+        router_from=router_from,
         threads=threads,
         log=lambda line: typer.echo(line, err=True),
     )
-    if not offsets_only:
+    if router_from is not None:
+        typer.echo(f"router taken from {router_from}")
+    elif not offsets_only:
         held = info["heldout"]
         before = info["heldout_before"]
         was = f" (was {before['accuracy']:.1%}, {before['mean_regret_db']:.2f} dB)" if before else ""

@@ -235,7 +235,19 @@ def _router_line(router: dict[str, Any]) -> str:
             "overlap by construction), so routing is imperfect; a misrouted image still goes to a complete "
             "deraining network."
         )
-    if router.get("kept_from_init"):
+    data = router.get("data") or {}
+    if data.get("noise_fraction") or data.get("noise_heavy_fraction"):
+        text += (
+            f" Its synthetic rain: {data.get('procedural_fraction', 0.0):.0%} procedural streaks, of which "
+            f"{data.get('noise_fraction', 0.0):.0%} of the light and moderate and "
+            f"{data.get('noise_heavy_fraction', 0.0):.0%} of the heavy are grown from noise."
+        )
+    if router.get("router_from"):
+        text += (
+            " Trained on the checkpoint of an earlier stage (the routing regret measured on its experts) and "
+            f"joined to the final experts (`calibrate-router --router-from {router['router_from'].get('file')}`)."
+        )
+    elif router.get("kept_from_init"):
         text += " Fitted before the last stage, which kept it (`--calibrate-per-class 0`)."
     offsets = router.get("decision_offsets")
     if offsets:

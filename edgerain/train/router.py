@@ -409,6 +409,7 @@ def train_router_checkpoint(
     regret_per_class: int = 24,
     offsets_per_class: int = DEFAULT_OFFSETS_PER_CLASS,
     offsets_only: bool = False,
+    router_from: str | Path | None = None,
     threads: int | None = None,
     log: Any = None,
 ) -> dict[str, Any]:
@@ -416,9 +417,12 @@ def train_router_checkpoint(
 
     Then, with ``offsets_per_class`` > 0, :func:`fit_router_offsets` on that many pairs per class;
     ``offsets_only`` keeps the checkpoint's tower and head and fits the offsets alone (after the
-    experts have been trained further). Only the router changes; the experts are the checkpoint's.
-    The provenance keeps the rest of the checkpoint's record, replaces ``router`` and adds
-    ``router_trained_from`` (file, sha256) when the tower was trained.
+    experts have been trained further). ``router_from`` names another checkpoint of the same network
+    whose router (tower, head and record) replaces this one's before the offsets are fitted, so a
+    router trained while the experts trained further joins the final experts without retraining.
+    Only the router changes; the experts are the checkpoint's. The provenance keeps the rest of the
+    checkpoint's record, replaces ``router`` and adds ``router_trained_from`` (file, sha256) when the
+    tower was trained.
     """
     from edgerain.models.checkpoint import load_checkpoint, save_checkpoint
     from edgerain.models.clip_rpn import ClipRPN
@@ -438,13 +442,21 @@ def train_router_checkpoint(
         )
     if offsets_per_class < 0:
         raise EdgerainError(f"--offsets-per-class {offsets_per_class}: give 0 (no offsets) or a positive count")
-    if offsets_only and offsets_per_class == 0:
+    if offsets_only and offsets_per_class == 0 and router_from is None:
         raise EdgerainError("--offsets-only with --offsets-per-class 0 would change nothing")
     source = open_source(data, seed, procedural_rain, crossing=crossing_rain, noise=noise_rain, noise_heavy=noise_heavy)
     digest = sha256_file(src)
     prov = dict(getattr(model, "provenance", {}))
+    if router_from is not None:
+        _take_router(model, prov, Path(router_from))
+        offsets_only = True  # the donor's router is the one to keep
     if offsets_only:
-        if model.router.head is None:
+        if model.router.head is None and router_from is not None and offsets_per_class > 0:
+            raise EdgerainError(
+                f"--router-from {router_from}: its router has no fitted linear head to shift "
+                "(--offsets-per-class 0 takes it as it is)"
+            )
+        if model.router.head is None and router_from is None:
             raise EdgerainError(f"{src}: --offsets-only needs a router with a fitted linear head (calibrate it first)")
         info = dict(prov.get("router") or {})
     else:
@@ -477,3 +489,38 @@ def train_router_checkpoint(
     prov["router"] = info
     save_checkpoint(model, out, prov)
     return info
+
+
+def _take_router(model: Any, prov: dict[str, Any], donor_path: Path) -> None:
+    """Copy ``donor_path``'s router weights into ``model`` and its router record into ``prov``.
+
+    The donor must be the same network (the same config up to the kind of routing head): the
+    router's shapes, its preprocessing and the number of experts it chooses between come from it.
+    """
+    from edgerain.models.checkpoint import load_checkpoint
+    from edgerain.models.clip_rpn import ClipRPN
+    from edgerain.utils import sha256_file
+
+    if not donor_path.is_file():
+        raise EdgerainError(f"--router-from {donor_path}: no such checkpoint file")
+    donor = load_checkpoint(donor_path)
+    if not isinstance(donor, ClipRPN):
+        raise EdgerainError(f"--router-from {donor_path} holds a {type(donor).__name__} checkpoint, not CLIP-RPN")
+    ours = {k: v for k, v in model.config_dict().items() if k != "router_head"}
+    theirs = {k: v for k, v in donor.config_dict().items() if k != "router_head"}
+    if donor.registry_name != model.registry_name or ours != theirs:
+        raise EdgerainError(
+            f"--router-from {donor_path} holds a '{donor.registry_name}' network configured otherwise; "
+            f"the router must come from the same network as the experts ('{model.registry_name}')"
+        )
+    if donor.router.head is not None:
+        model.set_router_head(donor.router.head.weight, donor.router.head.bias)
+    model.router.load_state_dict(donor.router.state_dict(), strict=True)
+    donor_prov = dict(getattr(donor, "provenance", {}))
+    record = dict(donor_prov.get("router") or {})
+    record["router_from"] = {"file": donor_path.name, "sha256": sha256_file(donor_path)}
+    prov["router"] = record
+    if "router_trained_from" in donor_prov:
+        prov["router_trained_from"] = donor_prov["router_trained_from"]
+    else:
+        prov.pop("router_trained_from", None)

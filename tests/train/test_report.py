@@ -235,3 +235,24 @@ def test_cpu_latency_counts_only_the_cpu_time_of_other_processes(monkeypatch: py
     lat = report.cpu_latency(_Identity(), height=8, width=8, repeats=2)
     # Readings: start 0, two runs (1-2, 3-4), end 5: other processes used (8 - 3) / 5 = 1.0 cores.
     assert lat["other_processes_busy_cores"] == 1.0 and lat["median_s"] == 1.0
+
+
+def test_model_card_names_the_router_data_and_a_joined_router() -> None:
+    data = {"procedural_fraction": 0.5, "noise_fraction": 0.8, "noise_heavy_fraction": 0.6}
+    router = _trained_router(data=data, kept_from_init=True, router_from={"file": "router15.safetensors"})
+    report = {
+        "model": "clip-rpn-edge",
+        "params": 5_076_950,
+        "bytes": 20_429_016,
+        "git_commit": "0a4",
+        "provenance": {"clip_pretrained": False, "step": 1, "recipe": {}, "router": router},
+        "evaluation": {},
+        "cpu_latency_480x320": [],
+    }
+    card = model_card(report)
+    assert "50% procedural streaks, of which 80% of the light and moderate and 60% of the heavy" in card
+    assert "`calibrate-router --router-from router15.safetensors`" in card
+    assert "which kept it" not in card  # the joined router was not kept from the last stage's init
+    report["provenance"]["router"] = _trained_router(data={"procedural_fraction": 0.5})  # type: ignore[index]
+    card = model_card(report)
+    assert "grown from noise" not in card and "--router-from" not in card

@@ -266,3 +266,56 @@ def test_cli_and_api_share_the_offsets_default() -> None:
     assert (
         inspect.signature(train_router_checkpoint).parameters["offsets_per_class"].default == DEFAULT_OFFSETS_PER_CLASS
     )
+
+
+def test_calibrate_router_router_from_joins_a_router_to_other_experts(train_root: Path, tmp_path: Path, capsys) -> None:
+    import dataclasses
+
+    torch.manual_seed(0)
+    data = ["--data", f"synth:{train_root}"]
+    # The donor: a calibrated router on one set of experts; the target: other experts, a prompt router.
+    donor_model = build_model("clip-rpn-tiny", quiet_clip=True).eval()
+    calibrate_router(donor_model, open_source(f"synth:{train_root}", 0), 4, 3)
+    donor = tmp_path / "donor.safetensors"
+    save_checkpoint(donor_model, donor, {"step": 5, "router": {"calibrated": True, "tower_trained": True}})
+    target_model = build_model("clip-rpn-tiny", quiet_clip=True).eval()
+    target = tmp_path / "target.safetensors"
+    save_checkpoint(target_model, target, {"step": 9, "recipe": {"seed": 1}})
+    assert not state_dicts_equal(donor_model.experts, target_model.experts)  # type: ignore[attr-defined]
+
+    out = tmp_path / "joined.safetensors"
+    take = ["calibrate-router", str(target), "--out", str(out), *data, "--router-from", str(donor)]
+    assert main([*take, "--offsets-per-class", "0"]) == 0
+    assert "router taken from" in capsys.readouterr().out
+    joined = load_checkpoint(out)
+    assert state_dicts_equal(joined.experts, target_model.experts)  # type: ignore[attr-defined]
+    assert state_dicts_equal(joined.router, donor_model.router)  # type: ignore[attr-defined]
+    prov = read_metadata(out)["provenance"]
+    assert prov["step"] == 9 and prov["recipe"] == {"seed": 1}  # the experts' record stays
+    assert prov["router"]["tower_trained"] is True and prov["router"]["router_from"]["file"] == "donor.safetensors"
+    assert "decision_offsets" not in prov["router"]
+
+    # With offsets: fitted on the target's experts, on top of the donor's head.
+    with_offsets = tmp_path / "joined_offsets.safetensors"
+    assert main([*take[:3], str(with_offsets), *take[4:], "--offsets-per-class", "3"]) == 0
+    rec = read_metadata(with_offsets)["provenance"]["router"]
+    assert rec["decision_offsets"]["fitted_on"]["file"] == "target.safetensors"
+    torch.testing.assert_close(
+        load_checkpoint(with_offsets).router.head.bias,  # type: ignore[attr-defined]
+        donor_model.router.head.bias + torch.tensor(rec["decision_offsets"]["offsets"]),  # type: ignore[attr-defined]
+        atol=1e-4,
+        rtol=0,
+    )
+
+    # Refusals: a missing donor, a donor with a prompt router to shift, another configuration.
+    bad = tmp_path / "bad.safetensors"
+    assert main([*take[:3], str(bad), *data, "--router-from", str(tmp_path / "nope.safetensors")]) != 0
+    assert "no such checkpoint file" in capsys.readouterr().err
+    assert main([*take[:3], str(bad), *data, "--router-from", str(target), "--offsets-per-class", "3"]) != 0
+    assert "no fitted linear head" in capsys.readouterr().err
+    other_cfg = dataclasses.replace(target_model.config, temperature=50.0)  # type: ignore[attr-defined]
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(build_model("clip-rpn-tiny", config=other_cfg, quiet_clip=True), other, {})
+    assert main([*take[:3], str(bad), *data, "--router-from", str(other)]) != 0
+    assert "configured otherwise" in capsys.readouterr().err
+    assert not bad.exists()
