@@ -515,6 +515,9 @@ def _take_router(model: Any, prov: dict[str, Any], donor_path: Path) -> None:
         )
     if donor.router.head is not None:
         model.set_router_head(donor.router.head.weight, donor.router.head.bias)
+    elif model.router.head is not None:  # a zero-shot (prompt) router replaces a fitted head
+        model.router.head = None
+        model.config.router_head = donor.config.router_head
     model.router.load_state_dict(donor.router.state_dict(), strict=True)
     donor_prov = dict(getattr(donor, "provenance", {}))
     record = dict(donor_prov.get("router") or {})

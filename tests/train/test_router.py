@@ -307,6 +307,15 @@ def test_calibrate_router_router_from_joins_a_router_to_other_experts(train_root
         rtol=0,
     )
 
+    # A prompt router joins too, replacing a fitted head (nothing to shift, so no offsets).
+    prompts = tmp_path / "prompts.safetensors"
+    join = ["calibrate-router", str(out), "--out", str(prompts), *data, "--router-from", str(target)]
+    assert main([*join, "--offsets-per-class", "0"]) == 0
+    back = load_checkpoint(prompts)
+    assert back.config.router_head == "prompts" and back.router.head is None  # type: ignore[attr-defined]
+    assert state_dicts_equal(back.router, target_model.router)  # type: ignore[attr-defined]
+    capsys.readouterr()
+
     # Refusals: a missing donor, a donor with a prompt router to shift, another configuration.
     bad = tmp_path / "bad.safetensors"
     assert main([*take[:3], str(bad), *data, "--router-from", str(tmp_path / "nope.safetensors")]) != 0
