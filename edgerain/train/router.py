@@ -451,13 +451,14 @@ def train_router_checkpoint(
         _take_router(model, prov, Path(router_from))
         offsets_only = True  # the donor's router is the one to keep
     if offsets_only:
-        if model.router.head is None and router_from is not None and offsets_per_class > 0:
+        # Offsets shift a fitted linear head (--offsets-only alone with no offsets was refused above).
+        if model.router.head is None and offsets_per_class > 0:
             raise EdgerainError(
                 f"--router-from {router_from}: its router has no fitted linear head to shift "
                 "(--offsets-per-class 0 takes it as it is)"
+                if router_from is not None
+                else f"{src}: --offsets-only needs a router with a fitted linear head (calibrate it first)"
             )
-        if model.router.head is None and router_from is None:
-            raise EdgerainError(f"{src}: --offsets-only needs a router with a fitted linear head (calibrate it first)")
         info = dict(prov.get("router") or {})
     else:
         info = train_router(
@@ -513,12 +514,9 @@ def _take_router(model: Any, prov: dict[str, Any], donor_path: Path) -> None:
             f"--router-from {donor_path} holds a '{donor.registry_name}' network configured otherwise; "
             f"the router must come from the same network as the experts ('{model.registry_name}')"
         )
-    if donor.router.head is not None:
-        model.set_router_head(donor.router.head.weight, donor.router.head.bias)
-    elif model.router.head is not None:  # a zero-shot (prompt) router replaces a fitted head
-        model.router.head = None
-        model.config.router_head = donor.config.router_head
-    model.router.load_state_dict(donor.router.state_dict(), strict=True)
+    # The router is a self-contained module: take it whole, with the kind of head it has.
+    model.router = donor.router
+    model.config.router_head = donor.config.router_head
     donor_prov = dict(getattr(donor, "provenance", {}))
     record = dict(donor_prov.get("router") or {})
     record["router_from"] = {"file": donor_path.name, "sha256": sha256_file(donor_path)}
