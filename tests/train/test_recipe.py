@@ -62,7 +62,9 @@ def test_recipe_runs_every_stage_from_the_one_before(tmp_path: Path) -> None:
     lines = calls.read_text().splitlines()
     trains = [line for line in lines if " train " in f" {line} "]
     outs = [line.split("--out ")[1].split()[0] for line in trains]
-    assert [Path(o).name for o in outs] == [f"stage{i}" for i in (1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17)]
+    assert [Path(o).name for o in outs] == [
+        f"stage{i}" for i in (1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
+    ]
     # Every warm start names the checkpoint its predecessor wrote; the router is fitted on stage 5
     # (no GPU here) before the single-class stages, which keep it.
     inits = [line.split("--init ")[1].split()[0] for line in trains[1:]]
@@ -82,6 +84,7 @@ def test_recipe_runs_every_stage_from_the_one_before(tmp_path: Path) -> None:
         f"{run}/stage14/last.safetensors",
         f"{run}/stage15/last.safetensors",
         f"{run}/stage16/last.safetensors",
+        f"{run}/stage17/last.safetensors",
     ]
     assert trains[5].startswith("torchrun ") and "--rain-classes light --calibrate-per-class 0" in trains[5]
     # Stages 9-12 train every expert on the kept router's choices, on crops the views can hold;
@@ -93,19 +96,20 @@ def test_recipe_runs_every_stage_from_the_one_before(tmp_path: Path) -> None:
     # Stage 12 grows more of it from noise, heavy rain included.
     assert "--noise-heavy" not in " ".join(trains[:9]) and "--noise-rain 0.8 --noise-heavy 0.6" in trains[9]
     # Stage 13 trains the light-rain expert alone again (pairs sent by label), more of it noise-grown.
-    # Stages 14-17 repeat it with other seeds.
+    # Stages 14-18 repeat it with other seeds.
     for train, seed in (
         (trains[10], "141"),
         (trains[11], "151"),
         (trains[12], "161"),
         (trains[13], "171"),
         (trains[14], "181"),
+        (trains[15], "191"),
     ):
         assert train.startswith("torchrun ") and "--route-by" not in train and f"--seed {seed} " in train
         assert "--procedural-rain 0.6 --noise-rain 0.8 --rain-classes light --calibrate-per-class 0" in train
     # The decision offsets are fitted last, on the final experts, and write the default.
-    assert lines.index(offsets) > lines.index(trains[14])
-    assert f"calibrate-router {run}/stage17/last.safetensors --out {run}/default.safetensors" in offsets
+    assert lines.index(offsets) > lines.index(trains[15])
+    assert f"calibrate-router {run}/stage18/last.safetensors --out {run}/default.safetensors" in offsets
     assert "--offsets-only --offsets-per-class 300" in offsets and "--noise-heavy 0.6" in offsets
     assert (run / "default.safetensors").is_file()
     # Every stage finished: a second run does nothing but say where the result is.
