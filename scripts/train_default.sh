@@ -90,7 +90,7 @@
 #            held-out noise-grown light/moderate rain 31.10 -> 31.13, the other held-out pairs
 #            31.56 -> 31.58, noise-grown heavy rain unchanged.
 #   offsets: `calibrate-router --offsets-only` on the stage-18 experts (900 synthetic pairs with the
-#            stages' noise-grown rain, 10 min): zero again, so routing is the router's own top-1.
+#            stages' noise-grown rain, 10-16 min): zero again, so routing is the router's own top-1.
 # CPU runs under `nice`, one thread per process; every stage is resumable: run the script again with RESUME=1.
 #
 #   RUN=/path/to/run scripts/train_default.sh          # fresh run (RUN/stage1, RUN/stage2)
@@ -209,18 +209,14 @@ cpu_stage stage11 "$RUN/stage10/last.safetensors" "${STAGE11_MIN:-100}" 121 6 12
 # Stage 12: the same again with more of the rain grown from noise, heavy rain included.
 cpu_stage stage12 "$RUN/stage11/last.safetensors" "${STAGE12_MIN:-92}" 131 6 128 1e-4 0.5 --noise-rain 0.8 --noise-heavy 0.6 \
   --route-by router
-# Stage 13: the light-rain expert alone again (pairs sent by their label), half of its rain noise-grown.
-cpu_stage stage13 "$RUN/stage12/last.safetensors" "${STAGE13_MIN:-72}" 141 6 128 1e-4 0.6 --noise-rain 0.8 --rain-classes light
-# Stage 14: the same with another seed.
-cpu_stage stage14 "$RUN/stage13/last.safetensors" "${STAGE14_MIN:-92}" 151 6 128 1e-4 0.6 --noise-rain 0.8 --rain-classes light
-# Stage 15: and again.
-cpu_stage stage15 "$RUN/stage14/last.safetensors" "${STAGE15_MIN:-95}" 161 6 128 1e-4 0.6 --noise-rain 0.8 --rain-classes light
-# Stage 16: and once more.
-cpu_stage stage16 "$RUN/stage15/last.safetensors" "${STAGE16_MIN:-95}" 171 6 128 1e-4 0.6 --noise-rain 0.8 --rain-classes light
-# Stage 17: and once more.
-cpu_stage stage17 "$RUN/stage16/last.safetensors" "${STAGE17_MIN:-95}" 181 6 128 1e-4 0.6 --noise-rain 0.8 --rain-classes light
-# Stage 18: and once more.
-cpu_stage stage18 "$RUN/stage17/last.safetensors" "${STAGE18_MIN:-88}" 191 6 128 1e-4 0.6 --noise-rain 0.8 --rain-classes light
+# Stage 13: the light-rain expert alone again (pairs sent by their label), half of its rain noise-grown;
+# stages 14-18 repeat it, each from the one before, with seeds 151, 161, ..., 191.
+light_minutes=(72 92 95 95 95 88) # default budgets of stages 13-18; STAGE13_MIN ... STAGE18_MIN override them
+for n in 13 14 15 16 17 18; do
+  budget=STAGE${n}_MIN
+  cpu_stage "stage$n" "$RUN/stage$((n - 1))/last.safetensors" "${!budget:-${light_minutes[n - 13]}}" \
+    $((141 + 10 * (n - 13))) 6 128 1e-4 0.6 --noise-rain 0.8 --rain-classes light
+done
 # The router's decision offsets on the final experts (the shipped ones came out zero).
 [[ -f "$RUN/default.safetensors" ]] ||
   nice -n 10 "$EDGERAIN" calibrate-router "$RUN/stage18/last.safetensors" --out "$RUN/default.safetensors" \
