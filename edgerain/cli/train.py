@@ -248,11 +248,20 @@ def calibrate_router(
             "one, then fit the offsets on these experts: a router trained while the experts trained further."
         ),
     ] = None,
+    head: Annotated[
+        str,
+        typer.Option(
+            help="What to fit: 'embedding' trains the image tower with a linear head on its embedding; "
+            "'feature-stats' keeps the tower and fits a linear head on the channel means and standard "
+            "deviations of its spatial features at the image's own resolution (--per-class views per class)."
+        ),
+    ] = "embedding",  # edgerain.train.router.ROUTER_FITS[0]
     seed: Annotated[int, typer.Option(help="Seed of the synthetic images and the initialisation.")] = 31337,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
 ) -> None:
-    """Train a randomly initialised CLIP router (image tower + linear head) on labelled synthetic rain,
-    then shift its decisions towards the expert that serves each image best."""
+    """Fit the CLIP router of a CLIP-RPN checkpoint on labelled synthetic rain (by default: train a
+    randomly initialised image tower with a linear head), then shift its decisions towards the expert
+    that serves each image best."""
     import json
 
     from edgerain.train.router import train_router_checkpoint
@@ -273,11 +282,17 @@ def calibrate_router(
         offsets_per_class=offsets_per_class,
         offsets_only=offsets_only,
         router_from=router_from,
+        head=head,
         threads=threads,
         log=lambda line: typer.echo(line, err=True),
     )
     if router_from is not None:
         typer.echo(f"router taken from {router_from}")
+    elif head == "feature-stats":
+        typer.echo(
+            f"router: feature-stats head, held-out routing accuracy {info['heldout_accuracy']:.1%}"
+            + (f" (was {info['heldout_accuracy_before']:.1%})" if info["heldout_accuracy_before"] is not None else "")
+        )
     elif not offsets_only:
         held = info["heldout"]
         before = info["heldout_before"]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgerain.models.base import DerainModel
-from edgerain.models.clip import FrozenCLIPImage, clip_image_size, create_clip, encode_prompts
+from edgerain.models.clip import FrozenCLIPImage, clip_image_size, create_clip, encode_prompts, resnet_widths
 from edgerain.models.unet import RestormerLiteUNet, UNetConfig
 
 DEFAULT_PROMPTS = (
@@ -27,7 +27,9 @@ class ClipRPNConfig:
     routing: str = "hard"  # "hard": top-1 expert; "soft": score-weighted mixture of all experts
     temperature: float = 100.0  # tau in softmax(tau * e @ t^T); CLIP's logit scale
     # "prompts": zero-shot scores against the prompt embeddings (pretrained CLIP); "linear": a linear
-    # head on the image embedding fitted on labelled rain (a CLIP without pretrained weights).
+    # head on the image embedding fitted on labelled rain (a CLIP without pretrained weights);
+    # "feature-stats": a linear head on the channel means and standard deviations of the tower's
+    # spatial features at the image's own resolution (ResNet towers; see ClipRouter).
     router_head: str = "prompts"
     expert: UNetConfig = dataclasses.field(default_factory=UNetConfig)
 
@@ -47,7 +49,28 @@ class Routing:
         return cls(scores=onehot, expert=expert, weights=onehot)
 
 
-ROUTER_HEADS = ("prompts", "linear")
+ROUTER_HEADS = ("prompts", "linear", "feature-stats")
+# Heads with fitted weights (installed by calibration), as opposed to the prompt embeddings.
+FITTED_HEADS = ("linear", "feature-stats")
+
+
+def feature_stats(image: FrozenCLIPImage, x: Tensor) -> Tensor:
+    """(B, 2 * sum(widths)): per channel, the spatial mean and standard deviation of each ResNet tap.
+
+    The taps run at the image's own resolution (no resize), so a streak covers as many pixels as in
+    the synthetic rain the head was fitted on, whatever the photo's size or aspect ratio. Population
+    standard deviation (divide by N): defined for a 1x1 map, and a plain reduction in ONNX.
+    """
+    stats = []
+    for tap in image.resnet_taps(x, upto=3):
+        mean = tap.mean(dim=(2, 3))
+        stats += [mean, (tap - mean[:, :, None, None]).square().mean(dim=(2, 3)).sqrt()]
+    return torch.cat(stats, dim=1)
+
+
+def feature_stats_dim(image: FrozenCLIPImage) -> int:
+    """Length of :func:`feature_stats` for this tower (EdgerainError for a tower without ResNet taps)."""
+    return 2 * sum(resnet_widths(image))
 
 
 class ClipRouter(nn.Module):
@@ -71,22 +94,39 @@ class ClipRouter(nn.Module):
         self.temperature = temperature
         k, dim = prompt_embeddings.shape
         self.head: nn.Linear | None = None
+        self.head_kind = head
         if head == "linear":
             self.set_linear_head(torch.zeros(k, dim), torch.zeros(k))
+        elif head == "feature-stats":
+            self.set_linear_head(torch.zeros(k, feature_stats_dim(image)), torch.zeros(k), kind=head)
 
-    def set_linear_head(self, weight: Tensor, bias: Tensor) -> None:
-        """Install (or replace) the fitted linear head: weight (K, E), bias (K,); frozen like the tower."""
+    def set_linear_head(self, weight: Tensor, bias: Tensor, kind: str = "linear") -> None:
+        """Install (or replace) a fitted head: weight (K, F), bias (K,); frozen like the tower.
+
+        ``kind`` is what the head reads: "linear" the image embedding (F = E), "feature-stats" the
+        pooled tap statistics (F = :func:`feature_stats_dim`).
+        """
+        if kind not in FITTED_HEADS:
+            raise ValueError(f"a fitted head is one of {FITTED_HEADS}, got {kind!r}")
+        want = self.prompt_embeddings.shape[1] if kind == "linear" else feature_stats_dim(self.image)
+        if weight.shape[1] != want:
+            raise ValueError(f"a {kind} head reads {want} features, got a weight of shape {tuple(weight.shape)}")
         head = nn.Linear(weight.shape[1], weight.shape[0])
         with torch.no_grad():
             head.weight.copy_(weight)
             head.bias.copy_(bias)
         head.requires_grad_(False)
         self.head = head.to(self.prompt_embeddings.device)
+        self.head_kind = kind
+
+    def head_input(self, x: Tensor) -> Tensor:
+        """What the fitted head reads for images ``x``: the embedding or the pooled tap statistics."""
+        return feature_stats(self.image, x) if self.head_kind == "feature-stats" else self.image(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        e = self.image(x)
         if self.head is not None:
-            return torch.softmax(self.head(e), dim=-1)
+            return torch.softmax(self.head(self.head_input(x)), dim=-1)
+        e = self.image(x)
         t = F.normalize(self.prompt_embeddings, dim=-1)
         return torch.softmax(self.temperature * e @ t.t(), dim=-1)
 
@@ -107,11 +147,13 @@ class ClipRPN(DerainModel):
         self.experts = nn.ModuleList(RestormerLiteUNet(cfg.expert) for _ in cfg.prompts)
         self.last_masks: list[Tensor] = []
 
-    def set_router_head(self, weight: Tensor, bias: Tensor) -> None:
-        """Install a fitted linear routing head (K, E) + (K,) and record it in the config, so that a
-        saved checkpoint rebuilds the same router."""
-        self.router.set_linear_head(weight, bias)
-        self.config.router_head = "linear"
+    def set_router_head(self, weight: Tensor, bias: Tensor, kind: str | None = None) -> None:
+        """Install a fitted routing head (K, F) + (K,) and record its kind in the config, so that a
+        saved checkpoint rebuilds the same router. ``kind`` defaults to the installed head's kind
+        ("linear" where the router still uses prompts)."""
+        kind = kind or (self.router.head_kind if self.router.head is not None else "linear")
+        self.router.set_linear_head(weight, bias, kind=kind)
+        self.config.router_head = kind
 
     def _expert_masks(self, index: int) -> list[Tensor]:
         expert: RestormerLiteUNet = self.experts[index]  # type: ignore[assignment]

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from edgerain.data.streaks import RAIN_CLASSES
 from edgerain.errors import EdgerainError
 from edgerain.models.base import DerainModel
+from edgerain.models.clip_rpn import FITTED_HEADS, feature_stats_dim
 from edgerain.train import losses
 from edgerain.train.data import (
     RouterRoutedSource,
@@ -456,11 +457,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             # its values.
             rpn: Any = model
             router = rpn.router
-            has_head = torch.tensor([int(router.head is not None)], device=device)
-            dist.broadcast(has_head, src=0)
-            if int(has_head.item()) and router.head is None:
-                k, dim = router.prompt_embeddings.shape
-                rpn.set_router_head(torch.zeros(k, dim), torch.zeros(k))
+            # Which head rank 0 has: 0 none (prompts), then 1 + its index among the fitted kinds.
+            kind_code = 0 if router.head is None else 1 + FITTED_HEADS.index(router.head_kind)
+            head_code = torch.tensor([kind_code], device=device)
+            dist.broadcast(head_code, src=0)
+            if int(head_code.item()) and int(head_code.item()) != kind_code:
+                kind = FITTED_HEADS[int(head_code.item()) - 1]
+                k = router.prompt_embeddings.shape[0]
+                dim = router.prompt_embeddings.shape[1] if kind == "linear" else feature_stats_dim(router.image)
+                rpn.set_router_head(torch.zeros(k, dim), torch.zeros(k), kind=kind)
             dist.broadcast(router.prompt_embeddings.data, src=0)
             if router.head is not None:
                 dist.broadcast(router.head.weight.data, src=0)

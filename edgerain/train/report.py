@@ -216,7 +216,16 @@ def model_card(report: dict[str, Any]) -> str:
 
 
 def _router_line(router: dict[str, Any]) -> str:
-    if router.get("tower_trained"):
+    if router.get("head") == "feature-stats":
+        text = (
+            f"- Router: {router.get('method')} (`edgerain calibrate-router --head feature-stats`: "
+            f"{router.get('images_per_class')} synthetic views per class, {router.get('features')} statistics, "
+            f"L2 {router.get('l2')}). Held-out synthetic rain: accuracy {router.get('heldout_accuracy')} (was "
+            f"{router.get('heldout_accuracy_before', '?')} with a head on the tower's embedding of the resized "
+            "image). Light and moderate rain overlap by construction, so routing is imperfect; a misrouted "
+            "image still goes to a complete deraining network."
+        )
+    elif router.get("tower_trained"):
         before = router.get("heldout_before") or {}
         held = router.get("heldout", {})
         text = (

@@ -94,6 +94,27 @@ def measure_regret(model: Any, source: TrainSource, per_class: int, seed: int, s
     return (lost / max(per_class, 1)).clamp_min(0.0).float()
 
 
+def fit_logistic_head(feats: Tensor, labels: Tensor, k: int, l2: float) -> tuple[Tensor, Tensor]:
+    """Multinomial logistic regression (L-BFGS, L2 penalty ``l2``) on standardised features (N, F),
+    folded back into one linear layer on the raw features: weight (K, F), bias (K,), float64."""
+    x = feats.double()
+    mu, sd = x.mean(0), x.std(0) + 1e-12
+    z = (x - mu) / sd
+    w = torch.zeros(x.shape[1], k, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(z @ w + b, labels) + l2 * (w**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)  # type: ignore[no-untyped-call]
+    with torch.no_grad():
+        return (w / sd[:, None]).t(), b - (mu / sd) @ w  # W z + b with z = (x - mu) / sd
+
+
 def calibrate_router(model: Any, source: TrainSource, per_class: int, seed: int, l2: float = 1e-3) -> dict[str, Any]:
     """Fit a linear routing head for CLIP-RPN on synthetic rain-class labels (a CLIP without pretrained weights).
 
@@ -128,23 +149,9 @@ def calibrate_router(model: Any, source: TrainSource, per_class: int, seed: int,
     perm = torch.randperm(len(y), generator=g)
     n_val = len(y) // 4
     val, tr = perm[:n_val], perm[n_val:]
-    mu, sd = e[tr].mean(0), e[tr].std(0) + 1e-12
-    z = (e - mu) / sd
-    w = torch.zeros(e.shape[1], len(RAIN_CLASSES), dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(len(RAIN_CLASSES), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(z[tr] @ w + b, y[tr]) + l2 * (w**2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)  # type: ignore[no-untyped-call]
+    weight, bias = fit_logistic_head(e[tr], y[tr], len(RAIN_CLASSES), l2)
     with torch.no_grad():
-        weight = (w / sd[:, None]).t()  # (K, E): W z + b with z = (e - mu) / sd
-        bias = b - (mu / sd) @ w
-        model.set_router_head(weight.float(), bias.float())
+        model.set_router_head(weight.float(), bias.float(), kind="linear")
         pred = model.router.head(e.float().to(device)).argmax(-1).cpu()
         acc_tr = float((pred[tr] == y[tr]).float().mean())
         acc_val = float((pred[val] == y[val]).float().mean())
@@ -156,6 +163,100 @@ def calibrate_router(model: Any, source: TrainSource, per_class: int, seed: int,
         "image_size": size,
         "train_accuracy": round(acc_tr, 4),
         "heldout_accuracy": round(acc_val, 4),
+    }
+
+
+# What `edgerain calibrate-router --head` fits: "embedding" trains the tower with a linear head on its
+# embedding (train_router); "feature-stats" keeps the tower and fits a head on its pooled spatial
+# features (fit_feature_stats_head).
+ROUTER_FITS = ("embedding", "feature-stats")
+# L2 penalty of the feature-statistics head: on held-out synthetic folders of the bundled default,
+# 1e-2 routed best of 1e-3, 1e-2 and 1e-1 (bench/results/router_heads_default.json).
+FEATURE_STATS_L2 = 1e-2
+
+
+@torch.no_grad()
+def feature_stats_pool(model: Any, synth: Any, per_class: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Feature statistics (N, F) and class labels (N,) of ``per_class`` synthetic views of each class,
+    cycling through :data:`VIEW_SIZES` x square/landscape/portrait as :func:`router_pool` does."""
+    from edgerain.data.streaks import RAIN_CLASSES
+    from edgerain.models.clip_rpn import feature_stats
+
+    device = model.router.prompt_embeddings.device
+    feats, labels = [], []
+    for k, cls in enumerate(RAIN_CLASSES[: len(model.experts)]):
+        for i in range(per_class):
+            size, kind = VIEW_SIZES[i % len(VIEW_SIZES)], (i // len(VIEW_SIZES)) % 3
+            view, _ = synth_view(synth, seed, k * 1_000_000 + i, size, kind, cls)
+            x = torch.from_numpy(view).permute(2, 0, 1).unsqueeze(0).to(device)
+            feats.append(feature_stats(model.router.image, x).double().cpu())
+            labels.append(k)
+    return torch.cat(feats), torch.tensor(labels)
+
+
+def fit_feature_stats_head(
+    model: Any, source: TrainSource, *, per_class: int, seed: int, l2: float = FEATURE_STATS_L2, log: Any = None
+) -> dict[str, Any]:
+    """Route on texture statistics: keep the router's tower and fit a ``feature-stats`` head.
+
+    Each synthetic view (sizes :data:`VIEW_SIZES`, square and oblong, the class the synthesiser
+    drew) goes through the tower's ResNet taps at its own resolution; the channel means and
+    standard deviations (:func:`edgerain.models.clip_rpn.feature_stats`) feed a multinomial
+    logistic regression (:func:`fit_logistic_head`), installed as the router's head. Accuracy is
+    reported on a fifth as many views per class from another seed, for this head and for the head
+    it replaces. Only the head changes; the tower and the experts are kept.
+    """
+    from edgerain.data.streaks import RAIN_CLASSES
+    from edgerain.models.clip_rpn import feature_stats_dim
+
+    if per_class < 2:
+        raise EdgerainError("fitting a routing head needs at least 2 images per class")
+    feature_stats_dim(model.router.image)  # a ResNet tower, or a clear error before any work
+    say = log or (lambda _msg: None)
+    t0 = time.monotonic()
+    synth = _synth_of(source)
+    model.eval()
+    train_x, train_y = feature_stats_pool(model, synth, per_class, seed)
+    val_n = max(per_class // 5, 1)
+    device = model.router.prompt_embeddings.device
+    say(f"feature statistics of {len(train_y)} training views ({time.monotonic() - t0:.0f} s)")
+
+    def heldout_accuracy() -> float | None:
+        if model.router.head is None:
+            return None
+        picks = []
+        with torch.no_grad():
+            for k, cls in enumerate(RAIN_CLASSES[: len(model.experts)]):
+                for i in range(val_n):
+                    size, kind = VIEW_SIZES[i % len(VIEW_SIZES)], (i // len(VIEW_SIZES)) % 3
+                    view, _ = synth_view(synth, seed + 1, k * 1_000_000 + i, size, kind, cls)
+                    x = torch.from_numpy(view).permute(2, 0, 1).unsqueeze(0)
+                    picks.append(int(model.router(x.to(device)).argmax(-1)) == k)
+        return round(float(np.mean(picks)), 4)
+
+    before = heldout_accuracy()
+    weight, bias = fit_logistic_head(train_x, train_y, len(model.experts), l2)
+    with torch.no_grad():
+        model.set_router_head(weight.float(), bias.float(), kind="feature-stats")
+    after = heldout_accuracy()
+    with torch.no_grad():
+        fitted = model.router.head(train_x.float().to(device)).argmax(-1).cpu()
+    train_acc = float((fitted == train_y).float().mean())
+    say(f"feature-stats head: held-out accuracy {after} (was {before}) ({time.monotonic() - t0:.0f} s)")
+    return {
+        "calibrated": True,
+        "method": "linear head fitted by logistic regression on the channel means and standard deviations of the "
+        "CLIP tower's spatial features at the image's own resolution, on labelled synthetic rain",
+        "head": "feature-stats",
+        "features": int(train_x.shape[1]),
+        "images_per_class": per_class,
+        "view_sizes": list(VIEW_SIZES),
+        "l2": l2,
+        "seed": seed,
+        "train_accuracy": round(train_acc, 4),
+        "heldout_accuracy": after,
+        "heldout_accuracy_before": before,
+        "seconds": round(time.monotonic() - t0),
     }
 
 
@@ -371,7 +472,7 @@ def train_router(
         for p in visual.parameters():
             p.requires_grad_(False)
     with torch.no_grad():
-        model.set_router_head(head.weight * scale, head.bias)
+        model.set_router_head(head.weight * scale, head.bias, kind="linear")
     after = _route_stats(model, val_x, val_y, regret)
     return {
         "calibrated": True,
@@ -410,10 +511,14 @@ def train_router_checkpoint(
     offsets_per_class: int = DEFAULT_OFFSETS_PER_CLASS,
     offsets_only: bool = False,
     router_from: str | Path | None = None,
+    head: str = "embedding",
     threads: int | None = None,
     log: Any = None,
 ) -> dict[str, Any]:
     """``edgerain calibrate-router``: :func:`train_router` on a CLIP-RPN checkpoint, written to ``out``.
+
+    ``head="feature-stats"`` keeps the tower and fits :func:`fit_feature_stats_head` instead
+    (``per_class`` views per class; ``steps`` and the regret options are the tower's and unused).
 
     Then, with ``offsets_per_class`` > 0, :func:`fit_router_offsets` on that many pairs per class;
     ``offsets_only`` keeps the checkpoint's tower and head and fits the offsets alone (after the
@@ -444,6 +549,10 @@ def train_router_checkpoint(
         raise EdgerainError(f"--offsets-per-class {offsets_per_class}: give 0 (no offsets) or a positive count")
     if offsets_only and offsets_per_class == 0 and router_from is None:
         raise EdgerainError("--offsets-only with --offsets-per-class 0 would change nothing")
+    if head not in ROUTER_FITS:
+        raise EdgerainError(f"--head {head}: choose one of {', '.join(ROUTER_FITS)}")
+    if head != "embedding" and (offsets_only or router_from is not None):
+        raise EdgerainError(f"--head {head} fits a new head; --offsets-only and --router-from keep the router there is")
     source = open_source(data, seed, procedural_rain, crossing=crossing_rain, noise=noise_rain, noise_heavy=noise_heavy)
     digest = sha256_file(src)
     prov = dict(getattr(model, "provenance", {}))
@@ -461,16 +570,24 @@ def train_router_checkpoint(
             )
         info = dict(prov.get("router") or {})
     else:
-        info = train_router(
-            model,
-            source,
-            steps=steps,
-            per_class=per_class,
-            seed=seed,
-            regret_weight=regret_weight,
-            regret_per_class=regret_per_class,
-            log=log,
-        )
+        if head == "feature-stats":
+            replaced = dict(prov.get("router") or {})
+            info = fit_feature_stats_head(model, source, per_class=per_class, seed=seed, log=log)
+            # The tower stays as it was (trained by an earlier calibrate-router, or random): say which.
+            info["tower_trained"] = bool(replaced.get("tower_trained"))
+            info["replaced_router"] = {k: replaced[k] for k in ("method", "heldout_accuracy") if k in replaced}
+            info["fitted_on"] = {"file": src.name, "sha256": digest}
+        else:
+            info = train_router(
+                model,
+                source,
+                steps=steps,
+                per_class=per_class,
+                seed=seed,
+                regret_weight=regret_weight,
+                regret_per_class=regret_per_class,
+                log=log,
+            )
         info["data"] = {
             "spec": data,
             "procedural_fraction": procedural_rain,
@@ -478,7 +595,8 @@ def train_router_checkpoint(
             "noise_fraction": noise_rain,
             "noise_heavy_fraction": noise_heavy,
         }
-        prov["router_trained_from"] = {"file": src.name, "sha256": digest}
+        if head == "embedding":
+            prov["router_trained_from"] = {"file": src.name, "sha256": digest}
     if offsets_per_class > 0:
         # Another seed than the router's own pools: the offsets are fitted on pairs it has not seen.
         fitted = fit_router_offsets(model, source, per_class=offsets_per_class, seed=seed + 7_777_777, log=log)

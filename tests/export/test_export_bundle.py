@@ -234,3 +234,29 @@ def test_router_with_a_fitted_linear_head_exports_with_it(tiny_model_factory, tm
         ).numpy()
     np.testing.assert_allclose(scores, expected, atol=1e-5)
     assert not np.allclose(scores, prompt_only, atol=1e-3)  # the head, not the prompts, made the scores
+
+
+def test_router_with_a_feature_stats_head_exports_with_it(tiny_model_factory, tmp_path: Path) -> None:
+    """The feature-stats head reads the tower's taps at the image's own size: the router graph must
+    keep the spatial reductions dynamic, so one graph routes every size as the network does."""
+    import torch
+
+    from edgerain.models.checkpoint import save_checkpoint
+    from edgerain.models.clip_rpn import feature_stats_dim
+
+    model = tiny_model_factory("clip-rpn-tiny", seed=1).eval()
+    k = model.router.prompt_embeddings.shape[0]
+    g = torch.Generator().manual_seed(0)
+    n = feature_stats_dim(model.router.image)
+    model.set_router_head(torch.randn(k, n, generator=g), torch.randn(k, generator=g), kind="feature-stats")
+    weights = tmp_path / "stats.safetensors"
+    save_checkpoint(model, weights, {"router": {"calibrated": True}})
+    res = export_bundle(tmp_path / "b", "x86-cpu", model="clip-rpn-tiny", weights=weights, precision="fp32")
+    m = fmt.read_manifest(res.bundle)
+    assert m["parity"]["passed"]
+    bundle = OrtBundle(res.bundle, m)
+    for shape in ((1, 3, 40, 56), (1, 3, 72, 48)):
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+        with torch.no_grad():
+            expected = model.router(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(bundle.run_context(x), expected, atol=1e-5)

@@ -133,6 +133,32 @@ def test_model_card_describes_a_trained_router_tower() -> None:
     assert "then trained as the router" in card
 
 
+def test_model_card_describes_a_feature_stats_head_on_a_trained_tower() -> None:
+    router = {
+        "method": "linear head fitted by logistic regression on the channel means and standard deviations",
+        "head": "feature-stats",
+        "features": 1008,
+        "images_per_class": 1000,
+        "l2": 0.01,
+        "heldout_accuracy": 0.81,
+        "heldout_accuracy_before": 0.74,
+        "tower_trained": True,
+    }
+    report = {
+        "model": "clip-rpn-edge",
+        "params": 5_076_950,
+        "bytes": 20_429_016,
+        "git_commit": "0a1",
+        "provenance": {"clip_pretrained": False, "step": 10, "recipe": {"batch": 4}, "router": router},
+        "evaluation": {},
+        "cpu_latency_480x320": [],
+    }
+    card = model_card(report)
+    assert "`edgerain calibrate-router --head feature-stats`: 1000 synthetic views per class" in card
+    assert "1008 statistics" in card and "accuracy 0.81 (was 0.74" in card
+    assert "then trained as the router" in card  # the tower an earlier calibration trained is kept
+
+
 def test_model_card_names_a_single_class_stage_and_a_kept_router() -> None:
     router = _trained_router(kept_from_init=True)
     parent = {"file": "routed.safetensors", "step": 479, "recipe": {"batch": 32, "patch": 128, "lr": 0.0002}}

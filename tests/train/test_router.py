@@ -11,6 +11,7 @@ import torch
 from edgerain.cli import main
 from edgerain.errors import EdgerainError
 from edgerain.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint, state_dicts_equal
+from edgerain.models.clip_rpn import ClipRPN, ClipRPNConfig
 from edgerain.models.registry import build_model
 from edgerain.train.data import open_source
 from edgerain.train.router import (
@@ -18,6 +19,7 @@ from edgerain.train.router import (
     VIEW_SIZES,
     best_offsets,
     calibrate_router,
+    fit_feature_stats_head,
     fit_router_offsets,
     measure_regret,
     router_pool,
@@ -327,4 +329,88 @@ def test_calibrate_router_router_from_joins_a_router_to_other_experts(train_root
     save_checkpoint(build_model("clip-rpn-tiny", config=other_cfg, quiet_clip=True), other, {})
     assert main([*take[:3], str(bad), *data, "--router-from", str(other)]) != 0
     assert "configured otherwise" in capsys.readouterr().err
+    assert not bad.exists()
+
+
+def test_feature_stats_are_the_channel_mean_and_spread_of_each_tap_at_the_images_own_size() -> None:
+    from edgerain.models.clip_rpn import feature_stats, feature_stats_dim
+
+    torch.manual_seed(0)
+    model = build_model("clip-rpn-tiny", quiet_clip=True).eval()
+    image = model.router.image
+    x = torch.rand(2, 3, 48, 80)  # oblong, not the tower's input size: no resize happens
+    with torch.no_grad():
+        stats = feature_stats(image, x)
+        taps = [t.double() for t in image.resnet_taps(x, upto=3)]
+    assert stats.shape == (2, feature_stats_dim(image))
+    expected = torch.cat([s for t in taps for s in (t.mean((2, 3)), t.std((2, 3), correction=0))], 1)
+    torch.testing.assert_close(stats.double(), expected, rtol=1e-4, atol=1e-5)
+    vit = ClipRPN(ClipRPNConfig(clip_model="edgerain-tiny-vit"), quiet_clip=True)
+    with pytest.raises(EdgerainError, match="ResNet"):
+        feature_stats_dim(vit.router.image)
+    with pytest.raises(EdgerainError, match="ResNet"):
+        ClipRPN(ClipRPNConfig(clip_model="edgerain-tiny-vit", router_head="feature-stats"), quiet_clip=True)
+
+
+def test_feature_stats_head_is_fitted_installed_and_survives_a_checkpoint_and_offsets(
+    train_root: Path, tmp_path: Path
+) -> None:
+    from edgerain.models.clip_rpn import feature_stats, feature_stats_dim
+
+    torch.manual_seed(0)
+    model = build_model("clip-rpn-tiny", quiet_clip=True).eval()
+    tower = {k: v.clone() for k, v in model.router.image.state_dict().items()}
+    source = open_source(f"synth:{train_root}", seed=0, procedural=0.5)
+    info = fit_feature_stats_head(model, source, per_class=6, seed=0)
+    assert info["head"] == "feature-stats" and info["features"] == feature_stats_dim(model.router.image)
+    assert info["heldout_accuracy_before"] is None  # the tiny model routed by its prompts before
+    assert 0.0 <= info["heldout_accuracy"] <= 1.0 and info["train_accuracy"] > 1 / 3
+    assert model.config.router_head == "feature-stats" and model.router.head is not None
+    assert all(torch.equal(v, model.router.image.state_dict()[k]) for k, v in tower.items())  # tower kept
+    x = torch.rand(2, 3, 40, 56)
+    with torch.no_grad():
+        expected = torch.softmax(model.router.head(feature_stats(model.router.image, x)), dim=-1)
+        torch.testing.assert_close(model.router(x), expected)
+        routed = model.route(x).expert
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(model, path, {"router": info})
+    again = load_checkpoint(path).eval()
+    assert again.config.router_head == "feature-stats"  # type: ignore[attr-defined]
+    assert state_dicts_equal(model, again)
+    with torch.no_grad():
+        assert torch.equal(again.route(x).expert, routed)  # type: ignore[attr-defined]
+    # Decision offsets shift the bias of the head there is, of the kind it is.
+    weight = model.router.head.weight.clone()
+    fit_router_offsets(model, source, per_class=2, seed=1)
+    assert model.config.router_head == "feature-stats" and torch.equal(model.router.head.weight, weight)
+    # A fitted head of the wrong width is refused, not silently reshaped.
+    with pytest.raises(ValueError, match="reads"):
+        model.router.set_linear_head(torch.zeros(3, 5), torch.zeros(3), kind="feature-stats")
+
+
+def test_calibrate_router_head_feature_stats_keeps_the_tower_and_the_experts(
+    train_root: Path, tmp_path: Path, capsys
+) -> None:
+    torch.manual_seed(0)
+    model = build_model("clip-rpn-tiny", quiet_clip=True).eval()
+    src = tmp_path / "in.safetensors"
+    save_checkpoint(model, src, {"trained": True, "step": 3})
+    out = tmp_path / "out.safetensors"
+    args = ["calibrate-router", str(src), "--out", str(out), "--data", f"synth:{train_root}"]
+    assert main([*args, "--head", "feature-stats", "--per-class", "4", "--offsets-per-class", "2"]) == 0
+    assert "feature-stats head, held-out routing accuracy" in capsys.readouterr().out
+    again = load_checkpoint(out)
+    assert again.config.router_head == "feature-stats"  # type: ignore[attr-defined]
+    assert state_dicts_equal(again.experts, model.experts)  # type: ignore[attr-defined]
+    assert state_dicts_equal(again.router.image, model.router.image)  # type: ignore[attr-defined]
+    router = read_metadata(out)["provenance"]["router"]
+    assert router["head"] == "feature-stats" and router["images_per_class"] == 4
+    assert router["decision_offsets"]["pairs_per_class"] == 2 and router["data"]["procedural_fraction"] == 0.5
+    assert router["tower_trained"] is False and router["fitted_on"]["file"] == "in.safetensors"
+    assert "router_trained_from" not in read_metadata(out)["provenance"]  # the tower was not trained here
+    bad = tmp_path / "bad.safetensors"
+    assert main([*args[:3], str(bad), *args[4:], "--head", "pixels"]) != 0
+    assert "--head pixels: choose one of embedding, feature-stats" in capsys.readouterr().err
+    assert main([*args[:3], str(bad), *args[4:], "--head", "feature-stats", "--offsets-only"]) != 0
+    assert "keep the router there is" in capsys.readouterr().err
     assert not bad.exists()
