@@ -137,7 +137,7 @@ def test_model_card_describes_a_feature_stats_head_on_a_trained_tower() -> None:
     router = {
         "method": "linear head fitted by logistic regression on the channel means and standard deviations",
         "head": "feature-stats",
-        "features": 1008,
+        "features": 1392,
         "images_per_class": 1000,
         "l2": 0.01,
         "heldout_accuracy": 0.81,
@@ -155,7 +155,7 @@ def test_model_card_describes_a_feature_stats_head_on_a_trained_tower() -> None:
     }
     card = model_card(report)
     assert "`edgerain calibrate-router --head feature-stats`: 1000 synthetic views per class" in card
-    assert "1008 statistics" in card and "accuracy 0.81 (was 0.74" in card
+    assert "1392 statistics" in card and "accuracy 0.81 (was 0.74" in card
     assert "then trained as the router" in card  # the tower an earlier calibration trained is kept
 
 
