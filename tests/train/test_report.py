@@ -116,18 +116,24 @@ def _trained_router(**extra: object) -> dict[str, object]:
     }
 
 
+def _card_with_router(router: dict[str, object]) -> str:
+    """The model card of a minimal report whose checkpoint carries this router record."""
+    return model_card(
+        {
+            "model": "clip-rpn-edge",
+            "params": 5_076_950,
+            "bytes": 20_429_016,
+            "git_commit": "0a1",
+            "provenance": {"clip_pretrained": False, "step": 10, "recipe": {"batch": 4}, "router": router},
+            "evaluation": {},
+            "cpu_latency_480x320": [],
+        }
+    )
+
+
 def test_model_card_describes_a_trained_router_tower() -> None:
     router = _trained_router(heldout_before={"accuracy": 0.66, "mean_regret_db": 1.33})
-    report = {
-        "model": "clip-rpn-edge",
-        "params": 5_076_950,
-        "bytes": 20_429_016,
-        "git_commit": "0a1",
-        "provenance": {"clip_pretrained": False, "step": 10, "recipe": {"batch": 4}, "router": router},
-        "evaluation": {},
-        "cpu_latency_480x320": [],
-    }
-    card = model_card(report)
+    card = _card_with_router(router)
     assert "`edgerain calibrate-router`: 1500 steps" in card and "regret weight 0.2" in card
     assert "accuracy 0.74 (was 0.66" in card and "0.86 dB (was 1.33)" in card
     assert "then trained as the router" in card
@@ -144,16 +150,7 @@ def test_model_card_describes_a_feature_stats_head_on_a_trained_tower() -> None:
         "heldout_accuracy_before": 0.74,
         "tower_trained": True,
     }
-    report = {
-        "model": "clip-rpn-edge",
-        "params": 5_076_950,
-        "bytes": 20_429_016,
-        "git_commit": "0a1",
-        "provenance": {"clip_pretrained": False, "step": 10, "recipe": {"batch": 4}, "router": router},
-        "evaluation": {},
-        "cpu_latency_480x320": [],
-    }
-    card = model_card(report)
+    card = _card_with_router(router)
     assert "`edgerain calibrate-router --head feature-stats`: 1000 synthetic views per class" in card
     assert "1392 statistics" in card and "accuracy 0.81 (was 0.74" in card
     assert "then trained as the router" in card  # the tower an earlier calibration trained is kept
