@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edgerain.errors import EdgerainError
 from edgerain.models.base import DerainModel
 from edgerain.models.clip import FrozenCLIPImage, clip_image_size, create_clip, encode_prompts, resnet_widths
 from edgerain.models.unet import RestormerLiteUNet, UNetConfig
@@ -54,6 +55,10 @@ ROUTER_HEADS = ("prompts", "linear", "feature-stats")
 FITTED_HEADS = ("linear", "feature-stats")
 
 
+# The ResNet taps pool by 2 four times before layer3; a side under 16 pixels leaves nothing to pool.
+FEATURE_STATS_MIN_SIDE = 16
+
+
 def feature_stats(image: FrozenCLIPImage, x: Tensor) -> Tensor:
     """(B, 2 * sum(widths)): per channel, the spatial mean and standard deviation of each ResNet tap.
 
@@ -61,6 +66,12 @@ def feature_stats(image: FrozenCLIPImage, x: Tensor) -> Tensor:
     the synthetic rain the head was fitted on, whatever the photo's size or aspect ratio. Population
     standard deviation (divide by N): defined for a 1x1 map, and a plain reduction in ONNX.
     """
+    h, w = x.shape[-2:]
+    if min(h, w) < FEATURE_STATS_MIN_SIDE:  # a Python check: traced away in the exported graph
+        raise EdgerainError(
+            f"the feature-stats router needs images of at least {FEATURE_STATS_MIN_SIDE}x{FEATURE_STATS_MIN_SIDE} "
+            f"pixels (its deepest tap is 1/16 of the image); got {w}x{h}"
+        )
     stats = []
     for tap in image.resnet_taps(x, upto=3):
         mean = tap.mean(dim=(2, 3))

@@ -345,6 +345,10 @@ def test_feature_stats_are_the_channel_mean_and_spread_of_each_tap_at_the_images
     assert stats.shape == (2, feature_stats_dim(image))
     expected = torch.cat([s for t in taps for s in (t.mean((2, 3)), t.std((2, 3), correction=0))], 1)
     torch.testing.assert_close(stats.double(), expected, rtol=1e-4, atol=1e-5)
+    # Four poolings by 2 before the deepest tap: smaller images get a clear error, not a pooling crash.
+    with pytest.raises(EdgerainError, match="at least 16x16 pixels"):
+        feature_stats(image, torch.rand(1, 3, 15, 40))
+    assert feature_stats(image, torch.rand(1, 3, 16, 16)).isfinite().all()
     vit = ClipRPN(ClipRPNConfig(clip_model="edgerain-tiny-vit"), quiet_clip=True)
     with pytest.raises(EdgerainError, match="ResNet"):
         feature_stats_dim(vit.router.image)
