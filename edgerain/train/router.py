@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,18 @@ def _synth_of(source: TrainSource) -> Any:
     return synth
 
 
+def labelled_views(synth: Any, seed: int, per_class: int, classes: int) -> Iterator[tuple[int, Tensor]]:
+    """(class index, rainy view (1, 3, H, W)) for ``per_class`` synthetic views of each of the first
+    ``classes`` rain classes; sizes and views cycle through :data:`VIEW_SIZES` x 3 aspects."""
+    from edgerain.data.streaks import RAIN_CLASSES
+
+    for k, cls in enumerate(RAIN_CLASSES[:classes]):
+        for i in range(per_class):
+            size, kind = VIEW_SIZES[i % len(VIEW_SIZES)], (i // len(VIEW_SIZES)) % 3
+            view, _ = synth_view(synth, seed, k * 1_000_000 + i, size, kind, cls)
+            yield k, torch.from_numpy(view).permute(2, 0, 1).unsqueeze(0)
+
+
 @torch.no_grad()
 def router_pool(model: Any, source: TrainSource, per_class: int, seed: int) -> tuple[Tensor, Tensor]:
     """``per_class`` synthetic rainy images of each class, as the router sees them.
@@ -50,13 +63,9 @@ def router_pool(model: Any, source: TrainSource, per_class: int, seed: int) -> t
     synth = _synth_of(source)
     tower = model.router.image
     images, labels = [], []
-    for k, cls in enumerate(RAIN_CLASSES):
-        for i in range(per_class):
-            size, kind = VIEW_SIZES[i % len(VIEW_SIZES)], (i // len(VIEW_SIZES)) % 3
-            view, _ = synth_view(synth, seed, k * 1_000_000 + i, size, kind, cls)
-            x = torch.from_numpy(view).permute(2, 0, 1).unsqueeze(0)
-            images.append(tower.resize(x)[0].half())
-            labels.append(k)
+    for k, x in labelled_views(synth, seed, per_class, len(RAIN_CLASSES)):
+        images.append(tower.resize(x)[0].half())
+        labels.append(k)
     return torch.stack(images), torch.tensor(labels)
 
 
@@ -180,18 +189,13 @@ FEATURE_STATS_L2 = 1e-2
 def feature_stats_pool(model: Any, synth: Any, per_class: int, seed: int) -> tuple[Tensor, Tensor]:
     """Feature statistics (N, F) and class labels (N,) of ``per_class`` synthetic views of each class,
     cycling through :data:`VIEW_SIZES` x square/landscape/portrait as :func:`router_pool` does."""
-    from edgerain.data.streaks import RAIN_CLASSES
     from edgerain.models.clip_rpn import feature_stats
 
     device = model.router.prompt_embeddings.device
     feats, labels = [], []
-    for k, cls in enumerate(RAIN_CLASSES[: len(model.experts)]):
-        for i in range(per_class):
-            size, kind = VIEW_SIZES[i % len(VIEW_SIZES)], (i // len(VIEW_SIZES)) % 3
-            view, _ = synth_view(synth, seed, k * 1_000_000 + i, size, kind, cls)
-            x = torch.from_numpy(view).permute(2, 0, 1).unsqueeze(0).to(device)
-            feats.append(feature_stats(model.router.image, x).double().cpu())
-            labels.append(k)
+    for k, x in labelled_views(synth, seed, per_class, len(model.experts)):
+        feats.append(feature_stats(model.router.image, x.to(device)).double().cpu())
+        labels.append(k)
     return torch.cat(feats), torch.tensor(labels)
 
 
@@ -207,7 +211,6 @@ def fit_feature_stats_head(
     reported on a fifth as many views per class from another seed, for this head and for the head
     it replaces. Only the head changes; the tower and the experts are kept.
     """
-    from edgerain.data.streaks import RAIN_CLASSES
     from edgerain.models.clip_rpn import feature_stats_dim
 
     if per_class < 2:
@@ -225,15 +228,12 @@ def fit_feature_stats_head(
     def heldout_accuracy() -> float | None:
         if model.router.head is None:
             return None
-        picks = []
         with torch.no_grad():
-            for k, cls in enumerate(RAIN_CLASSES[: len(model.experts)]):
-                for i in range(val_n):
-                    size, kind = VIEW_SIZES[i % len(VIEW_SIZES)], (i // len(VIEW_SIZES)) % 3
-                    view, _ = synth_view(synth, seed + 1, k * 1_000_000 + i, size, kind, cls)
-                    x = torch.from_numpy(view).permute(2, 0, 1).unsqueeze(0)
-                    picks.append(int(model.router(x.to(device)).argmax(-1)) == k)
-        return round(float(np.mean(picks)), 4)
+            right = [
+                int(model.router(x.to(device)).argmax(-1)) == k
+                for k, x in labelled_views(synth, seed + 1, val_n, len(model.experts))
+            ]
+        return round(float(np.mean(right)), 4)
 
     before = heldout_accuracy()
     weight, bias = fit_logistic_head(train_x, train_y, len(model.experts), l2)
