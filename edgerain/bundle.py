@@ -167,6 +167,11 @@ def _validate_hw(value: Any, where: str) -> None:
         raise BundleError(f"manifest {where} must be [height, width] in pixels")
 
 
+def min_side(manifest: Mapping[str, Any]) -> int:
+    """The smallest image side the bundle's context graph accepts (``input.min_side``; 1 if absent)."""
+    return int(manifest["input"].get("min_side", 1))
+
+
 def validate_manifest(m: Any) -> None:
     """Check a manifest against the version-1 schema; raise :class:`BundleError` at the first problem."""
     if not isinstance(m, dict):
@@ -192,6 +197,9 @@ def validate_manifest(m: Any) -> None:
     multiple = _need(inp, "pad_multiple", _INT, "input")
     if multiple < 1:
         raise BundleError("manifest input.pad_multiple must be at least 1")
+    # Optional (bundles written before it existed accept any size).
+    if "min_side" in inp and _need(inp, "min_side", _INT, "input") < 1:
+        raise BundleError("manifest input.min_side must be at least 1")
     for key, expected in INPUT_CONVENTION.items():
         if inp.get(key) != expected:
             raise BundleError(f"manifest input.{key} is {inp.get(key)!r}; this runtime follows {expected!r}")

@@ -333,7 +333,7 @@ def export_bundle(
             "model": _model_entry(net, model, weights),
             "precision": precision,
             "target": tgt.manifest_entry(),
-            "input": {**fmt.INPUT_CONVENTION, "pad_multiple": m},
+            "input": {**fmt.INPUT_CONVENTION, "pad_multiple": m, "min_side": net.min_side},
             "graphs": entries,
             "routing": None,
             "tiling": {"tile": tile, "overlap": overlap},

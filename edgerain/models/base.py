@@ -43,6 +43,11 @@ class DerainModel(nn.Module):
         """Per-image state decided on the whole (unpadded) image; ``None`` if the network has none."""
         return None
 
+    @property
+    def min_side(self) -> int:
+        """The smallest image side :meth:`global_context` accepts (1: any); exports record it."""
+        return 1
+
     def forward_padded(self, x: Tensor, context: Any = None) -> Tensor:
         raise NotImplementedError
 

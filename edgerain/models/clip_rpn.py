@@ -166,6 +166,12 @@ class ClipRPN(DerainModel):
         self.router.set_linear_head(weight, bias, kind=kind)
         self.config.router_head = kind
 
+    @property
+    def min_side(self) -> int:
+        # The check inside feature_stats is Python, traced away on export: bundles carry this instead.
+        router = self.router
+        return FEATURE_STATS_MIN_SIDE if router.head is not None and router.head_kind == "feature-stats" else 1
+
     def _expert_masks(self, index: int) -> list[Tensor]:
         expert: RestormerLiteUNet = self.experts[index]  # type: ignore[assignment]
         return expert.last_masks

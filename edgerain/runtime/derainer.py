@@ -74,6 +74,7 @@ class Derainer:
             runner = TorchModelRunner(net, device=device, cuda_graphs=cuda_graphs)
             self.runner = runner
             self.pad_multiple = runner.pad_multiple
+            self.min_side = int(net.min_side)
             self.context_kind = runner.kind
             self.routing_rule = runner.routing_rule
             self.tile, self.overlap = None, 32
@@ -89,6 +90,7 @@ class Derainer:
             else:
                 self.runner = TrtRunner(spec, fp16=fp16)
             self.pad_multiple = spec.pad_multiple
+            self.min_side = spec.min_side
             self.context_kind = spec.context_kind
             self.routing_rule = spec.routing_rule
             self.tile, self.overlap = spec.tile, spec.overlap
@@ -106,6 +108,13 @@ class Derainer:
         """Derain one image (1, 3, H, W) float32 in [0, 1]; returns the same shape in [0, 1]."""
         if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
             raise EdgerainError(f"expected one RGB image (1, 3, H, W), got shape {tuple(x.shape)}")
+        if min(x.shape[2:]) < self.min_side:
+            # The exported context graph would still return scores here (ONNX pooling pads where
+            # PyTorch refuses), so the size the network was built for is checked before running it.
+            raise EdgerainError(
+                f"{self.name} needs images of at least {self.min_side}x{self.min_side} pixels; "
+                f"got {x.shape[3]}x{x.shape[2]}"
+            )
         x = np.ascontiguousarray(x, dtype=np.float32)
         runner = self.runner
         context = runner.context(x) if self.context_kind is not None else None

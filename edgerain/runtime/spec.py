@@ -18,6 +18,7 @@ class RuntimeSpec:
     model_name: str
     precision: str
     pad_multiple: int
+    min_side: int  # the smallest image side the context graph accepts
     context_file: Path | None
     context_kind: str | None  # "router" | "prior"
     routing_rule: str | None  # "hard-top1" | "soft" (routers only)
@@ -44,6 +45,7 @@ def load_spec(bundle: str | os.PathLike[str], verify_hashes: bool = True) -> Run
         model_name=manifest["model"]["name"],
         precision=manifest["precision"],
         pad_multiple=int(manifest["input"]["pad_multiple"]),
+        min_side=bundle_format.min_side(manifest),
         context_file=root / ctx["file"] if ctx else None,
         context_kind=ctx["kind"] if ctx else None,
         routing_rule=ctx.get("rule") if ctx else None,

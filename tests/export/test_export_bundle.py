@@ -254,6 +254,7 @@ def test_router_with_a_feature_stats_head_exports_with_it(tiny_model_factory, tm
     res = export_bundle(tmp_path / "b", "x86-cpu", model="clip-rpn-tiny", weights=weights, precision="fp32")
     m = fmt.read_manifest(res.bundle)
     assert m["parity"]["passed"]
+    assert m["input"]["min_side"] == 16  # the taps pool by 2 four times: the runtimes refuse smaller images
     bundle = OrtBundle(res.bundle, m)
     for shape in ((1, 3, 40, 56), (1, 3, 72, 48)):
         x = np.random.default_rng(0).random(shape, dtype=np.float32)

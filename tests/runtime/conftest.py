@@ -12,6 +12,7 @@ from runtime_bundles import make_bundle, tiny_model
 CASES: dict[str, tuple[str, dict[str, Any], int | None]] = {
     "rpn-hard": ("clip-rpn-tiny", {}, None),
     "rpn-soft-tiled": ("clip-rpn-tiny", {"routing": "soft"}, 32),
+    "rpn-stats": ("clip-rpn-tiny", {"router_head": "feature-stats"}, None),
     "weather": ("clip-weather-tiny", {}, None),
     "fclip": ("fclip-unet-tiny", {}, None),
     "rdmc": ("rdmc-tiny", {}, None),

@@ -55,7 +55,7 @@ def make_bundle(model: Any, root: Path, tile: int | None = None, overlap: int = 
         "model": {"name": model.registry_name, "family": model.registry_name.removesuffix("-tiny"), "config": {}},
         "precision": "fp32",
         "target": {"name": "x86-cpu", "providers": ["CPUExecutionProvider"]},
-        "input": {"pad_multiple": m, **bundle_format.INPUT_CONVENTION},
+        "input": {"pad_multiple": m, "min_side": model.min_side, **bundle_format.INPUT_CONVENTION},
         "graphs": graphs,
         "tiling": {"tile": tile, "overlap": overlap},
         "shape_profiles": [],

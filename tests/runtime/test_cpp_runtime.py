@@ -131,6 +131,14 @@ def test_cpp_bad_inputs(infer: Path, case, tmp_path: Path) -> None:
     assert _run(infer, bundle, good, out).returncode == 0 and out.exists()
 
 
+def test_cpp_refuses_images_below_the_routers_minimum(infer: Path, case, tmp_path: Path) -> None:
+    _, bundle = case("rpn-stats")
+    out = tmp_path / "out.png"
+    small = _png(tmp_path / "small.png", _rgb(12, 40, seed=3))
+    _assert_one_line_error(_run(infer, bundle, small, out), "at least 16x16 pixels; got 40x12", out)
+    assert _run(infer, bundle, _png(tmp_path / "ok.png", _rgb(16, 16, seed=3)), out).returncode == 0 and out.exists()
+
+
 def test_cpp_runs_an_exported_bundle_like_python(infer: Path, exported, tmp_path: Path) -> None:
     """``edgerain export`` -> Python runtime and edgerain-infer: identical 8-bit outputs (within one level)."""
     from PIL import Image

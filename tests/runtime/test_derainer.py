@@ -136,6 +136,20 @@ def test_bad_images_are_refused(case, tmp_path: Path) -> None:
     assert not (tmp_path / "o.png").exists()
 
 
+def test_images_below_the_routers_minimum_are_refused(case) -> None:
+    """A feature-stats router pools its taps four times: its bundle records min_side 16, and every
+    backend refuses smaller images with the same message (ONNX Runtime alone would return scores)."""
+    model, bundle = case("rpn-stats")
+    d = Derainer(bundle)
+    assert d.spec.min_side == model.min_side == 16
+    for backend in (d, Derainer(model=model, backend="torch")):
+        with pytest.raises(EdgerainError, match="at least 16x16 pixels; got 40x12"):
+            backend(_image(12, 40))
+        assert backend(_image(16, 16)).shape == (16, 16, 3)
+    assert Derainer(case("rpn-hard")[1]).spec.min_side == 1
+    assert Derainer(case("rpn-hard")[1])(_image(12, 9)).shape == (12, 9, 3)
+
+
 def _copy(bundle: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "copy"
     shutil.copytree(bundle, dst)
@@ -159,6 +173,11 @@ def test_bad_bundles_are_refused(case, tmp_path: Path) -> None:
     with pytest.raises(EdgerainError, match="does not list"):
         Derainer(b)
     manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["input"]["min_side"] = 0
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgerainError, match="min_side must be at least 1"):
+        Derainer(b)
+    manifest["input"]["min_side"] = 1
     manifest["format_version"] = 99
     (b / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(EdgerainError, match="version 99"):

@@ -159,6 +159,9 @@ BundleSpec load_bundle(const std::string& root_in, bool verify_hashes) {
     check_input_convention(input, manifest_path);
     spec.pad_multiple = input.at("pad_multiple").get<int>();
     if (spec.pad_multiple < 1) throw Error(manifest_path + ": input.pad_multiple must be at least 1");
+    // Optional: bundles written before it existed accept any size.
+    if (input.contains("min_side")) spec.min_side = input.at("min_side").get<int>();
+    if (spec.min_side < 1) throw Error(manifest_path + ": input.min_side must be at least 1");
     const auto& graphs = m.at("graphs");
     if (graphs.contains("context") && !graphs["context"].is_null()) {
       const auto& ctx = graphs["context"];

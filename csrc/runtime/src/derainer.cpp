@@ -270,6 +270,12 @@ Image run_tiled(const PaddedFn& fn, const Image& x, int multiple, int tile, int 
 Image Derainer::run(const Image& input) {
   Impl& impl = *impl_;
   last_scores_.clear();
+  if (std::min(input.width, input.height) < spec_.min_side) {
+    // The context graph would still run (ONNX pooling pads), on an image the network was not built for.
+    throw Error(spec_.model_name + " needs images of at least " + std::to_string(spec_.min_side) + "x" +
+                std::to_string(spec_.min_side) + " pixels; got " + std::to_string(input.width) + "x" +
+                std::to_string(input.height));
+  }
   std::optional<ContextValue> ctx;
   if (impl.context) ctx = impl.run_context(input);
   const int multiple = spec_.pad_multiple;

@@ -52,6 +52,7 @@ struct BundleSpec {
   std::string root;
   std::string model_name;
   int pad_multiple = 8;
+  int min_side = 1;  // the smallest image side the context graph accepts (manifest input.min_side)
   std::optional<std::string> context_file;  // absolute path
   std::string context_kind;                 // "router" | "prior" | ""
   std::string routing_rule;                 // "hard-top1" | "soft" | ""
