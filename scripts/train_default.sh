@@ -97,7 +97,8 @@
 #            With the router below (refitted on stage 20 it came out the same): Rain100L 36.74 -> 36.82 dB
 #            (light expert alone 36.96 -> 37.05), all 250 held-out pairs 30.71 -> 30.73, Rain100H 20.83 -> 20.82.
 #   stage 21: (CPU) warm start from stage 20, the same light-only stage with seed 221 (88 min, 6131 steps).
-#            STAGE21_RESULT
+#            With the router below (again the same): Rain100L 36.82 -> 36.87 dB (light expert alone
+#            37.05 -> 37.11), all 250 held-out pairs 30.73 -> 30.77, Rain100H 20.82 -> 20.83.
 #   router:  `calibrate-router --head feature-stats` on the last stage (first measured on stage 19): the
 #            tower kept, its head refitted on the channel means and spreads of the tower's spatial features at the image's own size
 #            (1000 synthetic views per class, about 6 min), then the decision offsets fitted on the
