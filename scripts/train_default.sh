@@ -99,6 +99,8 @@
 #   stage 21: (CPU) warm start from stage 20, the same light-only stage with seed 221 (88 min, 6131 steps).
 #            With the router below (again the same): Rain100L 36.82 -> 36.87 dB (light expert alone
 #            37.05 -> 37.11), all 250 held-out pairs 30.73 -> 30.77, Rain100H 20.82 -> 20.83.
+#   stage 22: (CPU) warm start from stage 21, the same light-only stage with seed 231 (82 min, 5899 steps).
+#            STAGE22_RESULT
 #   router:  `calibrate-router --head feature-stats` on the last stage (first measured on stage 19): the
 #            tower kept, its head refitted on the channel means and spreads of the tower's spatial features at the image's own size
 #            (1000 synthetic views per class, about 6 min), then the decision offsets fitted on the
@@ -224,9 +226,9 @@ cpu_stage stage11 "$RUN/stage10/last.safetensors" "${STAGE11_MIN:-100}" 121 6 12
 cpu_stage stage12 "$RUN/stage11/last.safetensors" "${STAGE12_MIN:-92}" 131 6 128 1e-4 0.5 --noise-rain 0.8 --noise-heavy 0.6 \
   --route-by router
 # Stage 13: the light-rain expert alone again (pairs sent by their label), half of its rain noise-grown;
-# stages 14-21 repeat it, each from the one before, with seeds 151, 161, ..., 221.
-light_minutes=(72 92 95 95 95 88 88 88 88) # default budgets of stages 13-21; STAGE13_MIN ... STAGE21_MIN override them
-for n in 13 14 15 16 17 18 19 20 21; do
+# stages 14-22 repeat it, each from the one before, with seeds 151, 161, ..., 231.
+light_minutes=(72 92 95 95 95 88 88 88 88 82) # default budgets of stages 13-22; STAGE13_MIN ... STAGE22_MIN override them
+for n in 13 14 15 16 17 18 19 20 21 22; do
   budget=STAGE${n}_MIN
   cpu_stage "stage$n" "$RUN/stage$((n - 1))/last.safetensors" "${!budget:-${light_minutes[n - 13]}}" \
     $((141 + 10 * (n - 13))) 6 128 1e-4 0.6 --noise-rain 0.8 --rain-classes light
@@ -234,7 +236,7 @@ done
 # The router's head refitted on texture statistics (the tower kept), then its decision offsets on the
 # final experts.
 [[ -f "$RUN/default.safetensors" ]] ||
-  nice -n 10 "$EDGERAIN" calibrate-router "$RUN/stage21/last.safetensors" --out "$RUN/default.safetensors" \
+  nice -n 10 "$EDGERAIN" calibrate-router "$RUN/stage22/last.safetensors" --out "$RUN/default.safetensors" \
     --procedural-rain 0.5 --noise-rain 0.8 --noise-heavy 0.6 --head feature-stats --per-class 1000 \
     --offsets-per-class 300 --threads 1
 echo "trained: $RUN/default.safetensors (measure and ship: python -m edgerain.train.report --help)"
