@@ -100,7 +100,8 @@
 #            With the router below (again the same): Rain100L 36.82 -> 36.87 dB (light expert alone
 #            37.05 -> 37.11), all 250 held-out pairs 30.73 -> 30.77, Rain100H 20.82 -> 20.83.
 #   stage 22: (CPU) warm start from stage 21, the same light-only stage with seed 231 (82 min, 5899 steps).
-#            STAGE22_RESULT
+#            With the router below (again the same): Rain100L 36.87 -> 36.92 dB (light expert alone
+#            37.11 -> 37.17), all 250 held-out pairs 30.77 -> 30.78, Rain100H 20.83 -> 20.86.
 #   router:  `calibrate-router --head feature-stats` on the last stage (first measured on stage 19): the
 #            tower kept, its head refitted on the channel means and spreads of the tower's spatial features at the image's own size
 #            (1000 synthetic views per class, about 6 min), then the decision offsets fitted on the
