@@ -228,8 +228,10 @@ cpu_stage stage12 "$RUN/stage11/last.safetensors" "${STAGE12_MIN:-92}" 131 6 128
   --route-by router
 # Stage 13: the light-rain expert alone again (pairs sent by their label), half of its rain noise-grown;
 # stages 14-22 repeat it, each from the one before, with seeds 151, 161, ..., 231.
-light_minutes=(72 92 95 95 95 88 88 88 88 82) # default budgets of stages 13-22; STAGE13_MIN ... STAGE22_MIN override them
-for n in 13 14 15 16 17 18 19 20 21 22; do
+# One default budget per stage, from stage 13 on (STAGE13_MIN ... override them): appending one adds a stage.
+light_minutes=(72 92 95 95 95 88 88 88 88 82)
+last_light=$((12 + ${#light_minutes[@]}))
+for ((n = 13; n <= last_light; n++)); do
   budget=STAGE${n}_MIN
   cpu_stage "stage$n" "$RUN/stage$((n - 1))/last.safetensors" "${!budget:-${light_minutes[n - 13]}}" \
     $((141 + 10 * (n - 13))) 6 128 1e-4 0.6 --noise-rain 0.8 --rain-classes light
@@ -237,7 +239,7 @@ done
 # The router's head refitted on texture statistics (the tower kept), then its decision offsets on the
 # final experts.
 [[ -f "$RUN/default.safetensors" ]] ||
-  nice -n 10 "$EDGERAIN" calibrate-router "$RUN/stage22/last.safetensors" --out "$RUN/default.safetensors" \
+  nice -n 10 "$EDGERAIN" calibrate-router "$RUN/stage$last_light/last.safetensors" --out "$RUN/default.safetensors" \
     --procedural-rain 0.5 --noise-rain 0.8 --noise-heavy 0.6 --head feature-stats --per-class 1000 \
     --offsets-per-class 300 --threads 1
 echo "trained: $RUN/default.safetensors (measure and ship: python -m edgerain.train.report --help)"
