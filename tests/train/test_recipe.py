@@ -82,7 +82,7 @@ def test_recipe_runs_every_stage_from_the_one_before(tmp_path: Path) -> None:
     # Stage 12 grows more of it from noise, heavy rain included.
     assert "--noise-heavy" not in " ".join(trains[:9]) and "--noise-rain 0.8 --noise-heavy 0.6" in trains[9]
     # Stage 13 trains the light-rain expert alone again (pairs sent by label), more of it noise-grown.
-    # Stages 14-22 repeat it with other seeds.
+    # Stages 14-23 (one per light_minutes budget) repeat it with other seeds.
     for train, seed in zip(trains[10:], range(141, 242, 10), strict=True):
         assert train.startswith("torchrun ") and "--route-by" not in train and f"--seed {seed} " in train
         assert "--procedural-rain 0.6 --noise-rain 0.8 --rain-classes light --calibrate-per-class 0" in train
