@@ -78,9 +78,9 @@
 #   router:  `calibrate-router --head feature-stats` on the last stage (first measured on stage 19): the
 #            tower kept, its head refitted on the channel means and spreads of the tower's spatial features at the image's own size
 #            (1000 synthetic views per class, about 6 min), then the decision offsets fitted on the
-#            final experts (900 synthetic pairs, 10-17 min): [0, -0.25, 0], [0, -0.5, 0] from stage 24. Rain100L 36.46 -> 36.74 dB
-#            (40 of 45 images to the light expert, was 29), all 250 held-out pairs 30.61 -> 30.71,
-#            Rain100H 21.08 -> 20.83 (on stage 19).
+#            final experts (900 synthetic pairs, 10-17 min): [0, -0.25, 0], from stage 24 on [0, -0.5, 0].
+#            On stage 19: Rain100L 36.46 -> 36.74 dB (40 of 45 images to the light expert, was 29), all
+#            250 held-out pairs 30.61 -> 30.71, Rain100H 21.08 -> 20.83.
 # CPU runs under `nice`, one thread per process; every stage is resumable: run the script again with RESUME=1.
 #
 #   RUN=/path/to/run scripts/train_default.sh          # fresh run (RUN/stage1, RUN/stage2)
