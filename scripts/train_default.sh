@@ -65,7 +65,7 @@
 #            Rain100L 35.86 -> 35.97 dB (light expert alone 35.98 -> 36.16), Rain100H 21.08 -> 21.07,
 #            held-out noise-grown light/moderate rain 30.66 -> 30.84, the other held-out pairs unchanged;
 #            the light expert alone lost 0.9-1.7 dB on moderate rain, which the router seldom sends it.
-#   stages 14-24: (CPU) stage 13 repeated, each from the one before, with seeds 151, 161, ..., 251
+#   stages 14-25: (CPU) stage 13 repeated, each from the one before, with seeds 151, 161, ..., 261
 #            (budgets: light_minutes below; 4900-7716 steps each). Rain100L went 35.97 -> 37.05 dB over
 #            them, the router step below included (light expert alone 36.16 -> 37.25); what each stage
 #            added, on every evaluation folder: the table in docs/train.md, "The bundled default".
@@ -200,9 +200,9 @@ cpu_stage stage11 "$RUN/stage10/last.safetensors" "${STAGE11_MIN:-100}" 121 6 12
 cpu_stage stage12 "$RUN/stage11/last.safetensors" "${STAGE12_MIN:-92}" 131 6 128 1e-4 0.5 --noise-rain 0.8 --noise-heavy 0.6 \
   --route-by router
 # Stage 13: the light-rain expert alone again (pairs sent by their label), half of its rain noise-grown;
-# stages 14-24 repeat it, each from the one before, with seeds 151, 161, ..., 251.
+# stages 14-25 repeat it, each from the one before, with seeds 151, 161, ..., 261.
 # One default budget per stage, from stage 13 on (STAGE13_MIN ... override them): appending one adds a stage.
-light_minutes=(72 92 95 95 95 88 88 88 88 82 82 85)
+light_minutes=(72 92 95 95 95 88 88 88 88 82 82 85 82)
 last_light=$((12 + ${#light_minutes[@]}))
 for ((n = 13; n <= last_light; n++)); do
   budget=STAGE${n}_MIN
