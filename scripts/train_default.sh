@@ -66,8 +66,8 @@
 #            held-out noise-grown light/moderate rain 30.66 -> 30.84, the other held-out pairs unchanged;
 #            the light expert alone lost 0.9-1.7 dB on moderate rain, which the router seldom sends it.
 #   stages 14-25: (CPU) stage 13 repeated, each from the one before, with seeds 151, 161, ..., 261
-#            (budgets: light_minutes below; 4900-7716 steps each). Rain100L went 35.97 -> 37.05 dB over
-#            them, the router step below included (light expert alone 36.16 -> 37.25); what each stage
+#            (budgets: light_minutes below; 4900-7716 steps each). Rain100L went 35.97 -> 37.09 dB over
+#            them, the router step below included (light expert alone 36.16 -> 37.28); what each stage
 #            added, on every evaluation folder: the table in docs/train.md, "The bundled default".
 #            During stage 16 a router retrained on stage 15 with the stages' noise-grown rain
 #            (`calibrate-router --procedural-rain 0.5 --noise-rain 0.8 --noise-heavy 0.6
