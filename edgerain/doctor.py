@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 
+from edgerain import ort_cpu
+
 
 @dataclasses.dataclass
 class Check:
@@ -70,7 +72,8 @@ def _check_ort() -> Check:
         return Check("ONNX Runtime", False, "not installed", "export parity checks, verify and the ort backend")
     import onnxruntime as ort
 
-    return Check("ONNX Runtime", True, f"{v}, providers: {', '.join(ort.get_available_providers())}")
+    providers = ", ".join(ort.get_available_providers())
+    return Check("ONNX Runtime", True, f"{v}, providers: {providers}; {ort_cpu.describe()}")
 
 
 def _check_module(component: str, dist: str, module: str, disables: str) -> Check:

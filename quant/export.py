@@ -28,6 +28,7 @@ from edgerain.models.base import DerainModel, pad_to_multiple
 from edgerain.models.clip_rpn import ClipRPN
 from edgerain.models.clip_weather import ClipWeather
 from edgerain.models.graphs import ExpertGraph, MainGraph, PriorGraph, RouterGraph
+from edgerain.ort_cpu import disabled_optimizers
 from edgerain.utils import atomic_path
 
 DEFAULT_OPSET = 17  # per-channel QuantizeLinear needs >= 13
@@ -114,7 +115,9 @@ def ort_session(
         so.intra_op_num_threads = threads
     if optimized_path:
         so.optimized_model_filepath = optimized_path
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        str(path), so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled_optimizers()
+    )
 
 
 @dataclasses.dataclass

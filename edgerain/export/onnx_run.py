@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgerain import bundle as fmt
+from edgerain.ort_cpu import disabled_optimizers
 
 
 @dataclasses.dataclass
@@ -45,7 +46,9 @@ class OrtBundle:
         if file not in self._sessions:
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
-            self._sessions[file] = ort.InferenceSession(str(self.root / file), opts, providers=self.providers)
+            self._sessions[file] = ort.InferenceSession(
+                str(self.root / file), opts, providers=self.providers, disabled_optimizers=disabled_optimizers()
+            )
         return self._sessions[file]
 
     def run_context(self, x: np.ndarray) -> np.ndarray | None:
