@@ -1,14 +1,16 @@
-"""ONNX Runtime CPU settings that keep INT8 (Q/DQ) graphs accurate on every x86 CPU.
+"""ONNX Runtime CPU sessions that keep INT8 (Q/DQ) graphs accurate on every x86 CPU.
 
 ONNX Runtime's CPU provider rewrites signed INT8 Q/DQ pairs to unsigned ones
-(``QDQS8ToU8Transformer``) so that its u8 x s8 integer kernels can run the fused ``QLinearConv``.
-On x86 CPUs without VNNI those kernels multiply with ``vpmaddubsw``, whose 16-bit intermediate
-sums saturate. Measured on an AVX2-only AMD EPYC (clip-rpn-tiny's INT8 expert graph against its
-fake-quant PyTorch module): 39.2 dB PSNR with the rewrite, 51.3 dB without it, 51.3 dB for the
-graph run unoptimised. So on such CPUs the rewrite is disabled and the fused kernels run signed
-INT8 throughout; CPUs with VNNI (and non-x86 CPUs, where the rewrite does not exist) keep it.
+(``QDQS8ToU8Transformer``) and then fuses ``DequantizeLinear -> Conv -> QuantizeLinear`` into a
+u8 x s8 ``QLinearConv``. On x86 CPUs without VNNI those kernels multiply with ``vpmaddubsw``, whose
+16-bit intermediate sums saturate. Measured on an AVX2-only AMD EPYC (clip-rpn-tiny's INT8 expert
+graph against its fake-quant PyTorch module): 39.2 dB PSNR with the rewrite, 51.3 dB without it,
+51.3 dB for the graph run unoptimised. Without the rewrite ORT does not fuse those convolutions:
+they run in float on dequantized inputs and weights (exact Q/DQ semantics; the INT8 speed-up of
+the fused kernels is given up on such CPUs). CPUs with VNNI (and non-x86 CPUs, where the rewrite
+does not exist) keep ORT's defaults.
 
-Every ONNX Runtime session edgerain opens passes :func:`disabled_optimizers` (leaf module: the
+Every ONNX Runtime session edgerain opens comes from :func:`inference_session` (leaf module: the
 runtime, the exporter and ``quant`` all import it).
 """
 
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import functools
 import platform
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 # The graph transformer that turns signed INT8 Q/DQ into unsigned before kernel selection.
 S8_TO_U8_TRANSFORMER = "QDQS8ToU8Transformer"
@@ -39,8 +43,8 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str] | None:
 def x86_without_vnni(machine: str | None = None, flags: frozenset[str] | None = None) -> bool:
     """True on an x86 CPU whose INT8 dot products lack VNNI (AVX512-VNNI or AVX-VNNI).
 
-    An x86 CPU whose flags cannot be read counts as lacking VNNI: the slower exact path is the
-    safe choice.
+    An x86 CPU whose flags cannot be read counts as lacking VNNI: the path that cannot saturate
+    is the safe choice.
     """
     machine = (machine if machine is not None else platform.machine()).lower()
     if machine not in _X86:
@@ -60,8 +64,17 @@ def disabled_optimizers() -> list[str]:
     return [S8_TO_U8_TRANSFORMER] if _this_cpu_lacks_vnni() else []
 
 
+def inference_session(path: str | Path, options: Any, providers: Sequence[str]) -> Any:
+    """``onnxruntime.InferenceSession`` for ``path`` with :func:`disabled_optimizers` applied."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(
+        str(path), options, providers=list(providers), disabled_optimizers=disabled_optimizers()
+    )
+
+
 def describe() -> str:
     """One line for ``edgerain doctor``: which INT8 path ONNX Runtime takes on this CPU."""
     if disabled_optimizers():
-        return f"x86 without VNNI: INT8 graphs run signed (the {S8_TO_U8_TRANSFORMER} rewrite would saturate)"
+        return f"x86 without VNNI: INT8 convolutions run unfused (the {S8_TO_U8_TRANSFORMER} rewrite would saturate)"
     return "INT8 graphs run with ONNX Runtime's default kernels"

@@ -28,7 +28,7 @@ from edgerain.models.base import DerainModel, pad_to_multiple
 from edgerain.models.clip_rpn import ClipRPN
 from edgerain.models.clip_weather import ClipWeather
 from edgerain.models.graphs import ExpertGraph, MainGraph, PriorGraph, RouterGraph
-from edgerain.ort_cpu import disabled_optimizers
+from edgerain.ort_cpu import inference_session
 from edgerain.utils import atomic_path
 
 DEFAULT_OPSET = 17  # per-channel QuantizeLinear needs >= 13
@@ -115,9 +115,7 @@ def ort_session(
         so.intra_op_num_threads = threads
     if optimized_path:
         so.optimized_model_filepath = optimized_path
-    return ort.InferenceSession(
-        str(path), so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled_optimizers()
-    )
+    return inference_session(path, so, ["CPUExecutionProvider"])
 
 
 @dataclasses.dataclass

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgerain import bundle as fmt
-from edgerain.ort_cpu import disabled_optimizers
+from edgerain.ort_cpu import inference_session
 
 
 @dataclasses.dataclass
@@ -46,9 +46,7 @@ class OrtBundle:
         if file not in self._sessions:
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
-            self._sessions[file] = ort.InferenceSession(
-                str(self.root / file), opts, providers=self.providers, disabled_optimizers=disabled_optimizers()
-            )
+            self._sessions[file] = inference_session(self.root / file, opts, self.providers)
         return self._sessions[file]
 
     def run_context(self, x: np.ndarray) -> np.ndarray | None:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgerain.errors import EdgerainError, MissingCapabilityError
-from edgerain.ort_cpu import disabled_optimizers
+from edgerain.ort_cpu import inference_session
 from edgerain.runtime.spec import CPU_PROVIDER, RuntimeSpec
 
 log = logging.getLogger("edgerain.runtime")
@@ -84,9 +84,7 @@ class OrtRunner:
 
     def _session(self, path: Path) -> Any:
         try:
-            sess = self._ort.InferenceSession(
-                str(path), sess_options=self._opts, providers=self.providers, disabled_optimizers=disabled_optimizers()
-            )
+            sess = inference_session(path, self._opts, self.providers)
         except Exception as exc:  # onnxruntime raises its own exception types for corrupt graphs
             raise EdgerainError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from None
         used = sess.get_providers()
