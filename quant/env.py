@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-import subprocess
-from pathlib import Path
 from typing import Any
+
+from edgerain.machine import cpu_name
+from edgerain.machine import git_commit as git_commit
+from edgerain.ort_cpu import describe as ort_int8_path
 
 _PACKAGES = ("torch", "nvidia-modelopt", "onnx", "onnxruntime", "numpy", "open_clip_torch")
 
@@ -24,24 +26,5 @@ def versions() -> dict[str, str | None]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform()}
-
-
-def git_commit(repo: Path | None = None) -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=repo or Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    """CPU, cores, OS, and which INT8 path ONNX Runtime's CPU provider takes here (see ort_cpu)."""
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "system": platform.platform(), "ort_int8": ort_int8_path()}

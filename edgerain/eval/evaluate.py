@@ -15,7 +15,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from edgerain.data.io import load_image, quantize_8bit, save_image, staged_folde
 from edgerain.data.pairs import find_pairs
 from edgerain.errors import EdgerainError
 from edgerain.eval.metrics import SSIM_WINDOW, psnr, ssim
+from edgerain.machine import cpu_name
 from edgerain.models.base import DerainModel
 from edgerain.pipeline import check_tiling, model_device
 from edgerain.tta import tta_views
@@ -129,7 +129,7 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     threads = torch.get_num_threads()
-    return f"cpu ({platform.processor() or platform.machine()}, {threads} thread{'s' if threads != 1 else ''})"
+    return f"cpu ({cpu_name()}, {threads} thread{'s' if threads != 1 else ''})"
 
 
 def evaluate(

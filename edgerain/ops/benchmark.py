@@ -15,7 +15,6 @@ import datetime as dt
 import functools
 import json
 import math
-import os
 import platform
 import statistics
 import subprocess
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from edgerain.errors import MissingCapabilityError
+from edgerain.machine import cpu_name, git_commit
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS = REPO / "bench" / "results"
@@ -211,16 +211,6 @@ def _driver() -> str:
         return "unknown"
 
 
-def _commit() -> str:
-    if os.environ.get("EDGERAIN_COMMIT"):
-        return os.environ["EDGERAIN_COMMIT"]
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        return res.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def run(
     out_dir: Path = DEFAULT_RESULTS,
     cases: list[Case] | None = None,
@@ -283,14 +273,14 @@ def run(
         props = torch.cuda.get_device_properties(device)
         dev = {"name": props.name, "capability": f"sm_{props.major}{props.minor}", "sms": props.multi_processor_count}
     else:
-        dev = {"name": f"CPU ({platform.processor() or platform.machine()})", "capability": "cpu", "sms": 0}
+        dev = {"name": f"CPU ({cpu_name()})", "capability": "cpu", "sms": 0}
     result = {
         "kind": "edgerain-kernel-benchmark",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "device": dev,
         "driver": _driver() if device.type == "cuda" else "n/a",
         "versions": _versions(),
-        "commit": _commit(),
+        "commit": git_commit(REPO) or "unknown",
         "dtype": str(dtype).replace("torch.", ""),
         "timing": {
             "method": "cuda events" if device.type == "cuda" else "perf_counter",

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgerain.errors import EdgerainError
+from edgerain.machine import cpu_name, git_commit
 from edgerain.runtime.costs import GraphCost, graph_cost, roofline
 from edgerain.runtime.derainer import Derainer
 
@@ -49,12 +50,6 @@ def environment() -> dict[str, Any]:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     gpu = None
     if "torch" in sys.modules or versions.get("torch"):
         with contextlib.suppress(Exception):
@@ -62,15 +57,10 @@ def environment() -> dict[str, Any]:
 
             if torch.cuda.is_available():
                 gpu = torch.cuda.get_device_name()
-    commit = None
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        repo = Path(__file__).resolve().parents[2]
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
-        commit = res.stdout.strip() or None
     return {
-        "machine": {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "system": platform.platform()},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "gpu": gpu, "system": platform.platform()},
         "versions": versions,
-        "commit": commit,
+        "commit": git_commit(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

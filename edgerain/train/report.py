@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -22,15 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgerain.machine import cpu_name, git_commit
 from edgerain.tta import tta_views
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _system_busy_seconds() -> float | None:
@@ -50,7 +42,8 @@ def cpu_latency(model: Any, height: int = 320, width: int = 480, repeats: int = 
 
     Also records how many cores *other* processes kept busy meanwhile (system busy time minus this
     process's CPU time, over the wall time), because on a shared machine that, not the network,
-    is what moves the numbers between runs.
+    is what moves the numbers between runs; None where it cannot be measured (not Linux, or runs
+    too short for /proc/stat's clock ticks).
     """
     from edgerain.models.inference import derain_tensor
 
@@ -69,8 +62,12 @@ def cpu_latency(model: Any, height: int = 320, width: int = 480, repeats: int = 
     finally:
         torch.set_num_threads(before)
     others = None
-    if busy0 is not None and busy1 is not None:
-        others = round(max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall1 - wall0), 2)
+    cores = os.cpu_count() or 1
+    # /proc/stat counts whole clock ticks per core, so the busy time is uncertain by about a tick per
+    # core: a window shorter than 20 such ticks gives no estimate rather than a wrong one (a tiny
+    # model timed for a millisecond read as 38 busy cores on 2).
+    if busy0 is not None and busy1 is not None and wall1 - wall0 >= 20 * cores / os.sysconf("SC_CLK_TCK"):
+        others = round(min(float(cores), max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall1 - wall0)), 2)
     return {
         "size": f"{width}x{height}",
         "threads": threads,
@@ -363,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": meta["model"],
         "params": sum(p.numel() for p in model.parameters()),
         "provenance": meta["provenance"],
-        "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "device": f"cpu ({cpu_name()}, {os.cpu_count()} cores)",
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "git_commit": git_commit(),
         "evaluation": {},
