@@ -47,7 +47,7 @@ from edgerain.train.data import (
     open_source,
 )
 from edgerain.train.router import calibrate_router
-from edgerain.utils import set_torch_threads
+from edgerain.utils import atomic_path, set_torch_threads
 
 CHECKPOINT = "last.safetensors"
 OPTIMIZER = "last.optim.safetensors"
@@ -228,8 +228,6 @@ def _barrier(world: int) -> None:
 
 def save_optimizer(opt: torch.optim.Optimizer, path: Path, extra: dict[str, Any]) -> None:
     from safetensors.torch import save_file
-
-    from edgerain.utils import atomic_path
 
     sd = opt.state_dict()
     tensors: dict[str, Tensor] = {}
@@ -479,6 +477,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if resume:
             state = load_optimizer(opt, optim_path)
             start = int(state["step"])
+            model_step = getattr(model, "provenance", {}).get("step")
+            if model_step is not None and int(model_step) != start:
+                raise EdgerainError(
+                    f"cannot resume {out}: {CHECKPOINT} is at step {model_step} but {OPTIMIZER} at step {start} "
+                    f"(the run stopped while saving); start a new run with --init {ckpt_path}"
+                )
             best = float(state.get("best", -math.inf))
             elapsed_before = float(state.get("elapsed_s", 0.0))
             if "torch_rng" in state:
@@ -506,16 +510,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         num_experts = len(model.experts) if isinstance(model, ClipRPN) else 0
 
         def write_checkpoint(step: int, elapsed: float) -> None:
-            save_checkpoint(
-                model,
-                ckpt_path,
-                _provenance(cfg, step, source, {**extra, "elapsed_s": round(elapsed), "processes": world}),
-            )
-            save_optimizer(
-                opt,
-                optim_path,
-                {"step": step, "best": best, "elapsed_s": elapsed, "torch_rng": cfg.seed * 1_000_003 + step},
-            )
+            # Both files are written in full under temporary names, then renamed one after the
+            # other: a run stopped while saving (seconds) keeps the previous pair, and only a stop
+            # between the two renames (microseconds) could leave a mixed pair, which --resume refuses.
+            with atomic_path(ckpt_path) as ckpt_tmp, atomic_path(optim_path) as optim_tmp:
+                save_checkpoint(
+                    model,
+                    ckpt_tmp,
+                    _provenance(cfg, step, source, {**extra, "elapsed_s": round(elapsed), "processes": world}),
+                )
+                save_optimizer(
+                    opt,
+                    optim_tmp,
+                    {"step": step, "best": best, "elapsed_s": elapsed, "torch_rng": cfg.seed * 1_000_003 + step},
+                )
 
         pbar = None
         if rank == 0 and cfg.progress:
@@ -650,8 +658,6 @@ def plot_curves(log_path: Path, png: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from edgerain.utils import atomic_path
 
     recs = read_log(log_path)
     train = [r for r in recs if "loss" in r]

@@ -120,6 +120,44 @@ def test_resume_reproduces_an_uninterrupted_run(train_root: Path, tmp_path: Path
     assert (tmp_path / "split" / "curve.png").stat().st_size > 0
 
 
+def test_a_failed_save_keeps_the_previous_checkpoint_pair(
+    train_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saves = []
+    real_save = loop.save_optimizer
+
+    def second_save_fails(opt, path, extra):
+        saves.append(extra["step"])
+        if len(saves) == 2:
+            raise OSError("No space left on device")
+        real_save(opt, path, extra)
+
+    monkeypatch.setattr(loop, "save_optimizer", second_save_fails)
+    with pytest.raises(OSError, match="No space"):
+        train(_cfg(train_root, tmp_path / "run"))  # saves at steps 2 and 4
+    run = tmp_path / "run"
+    # The model file of step 4 was complete when the optimizer's failed: neither replaced the pair.
+    assert read_metadata(run / "last.safetensors")["provenance"]["step"] == 2
+    monkeypatch.setattr(loop, "save_optimizer", real_save)
+    model = load_checkpoint(run / "last.safetensors")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    assert load_optimizer(opt, run / "last.optim.safetensors")["step"] == 2
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+    train(_cfg(train_root, run, resume=True))
+    assert read_metadata(run / "last.safetensors")["provenance"]["step"] == 4
+
+
+def test_resume_refuses_a_model_and_optimizer_of_different_steps(train_root: Path, tmp_path: Path) -> None:
+    from edgerain.models.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    train(_cfg(train_root, run, stop_after=3))
+    model = load_checkpoint(run / "last.safetensors")
+    save_checkpoint(model, run / "last.safetensors", {**model.provenance, "step": 2})  # type: ignore[attr-defined]
+    with pytest.raises(EdgerainError, match=r"at step 2 but last\.optim\.safetensors at step 3"):
+        train(_cfg(train_root, run, resume=True))
+
+
 def test_batches_from_worker_processes_equal_in_process_batches(train_root: Path) -> None:
     from edgerain.train.data import StepBatches
 
