@@ -26,6 +26,7 @@ from typing import Any
 from edgerain import bundle as fmt
 from edgerain.errors import EdgerainError, MissingCapabilityError
 from edgerain.targets import ShapeProfile, Target
+from edgerain.utils import atomic_path
 
 TIMING_CACHE = f"{fmt.ENGINES_DIR}/timing.cache"
 
@@ -415,9 +416,13 @@ def build_engines(bundle: Path, manifest: Mapping[str, Any], target: Target, job
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise EdgerainError(f"TensorRT failed to build {job.engine} (see the TensorRT log above)")
-        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+        # Each file is replaced whole: an interrupted build leaves old or new files, never a
+        # truncated engine (which would fail to deserialize on the device).
+        with atomic_path(cache_path) as tmp:
+            tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
         engine_path = bundle / job.engine
-        engine_path.write_bytes(bytes(serialized))
+        with atomic_path(engine_path) as tmp:
+            tmp.write_bytes(bytes(serialized))
         rec = {
             "engine": job.engine,
             "graph": job.graph,
@@ -431,6 +436,7 @@ def build_engines(bundle: Path, manifest: Mapping[str, Any], target: Target, job
             "jetpack": local_l4t(),
             "sha256": sha256_file(engine_path),
         }
-        fmt.engine_record_path(engine_path).write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n")
+        with atomic_path(fmt.engine_record_path(engine_path)) as tmp:
+            tmp.write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n")
         records.append(rec)
     return records

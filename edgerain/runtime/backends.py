@@ -16,6 +16,7 @@ import numpy as np
 from edgerain.errors import EdgerainError, MissingCapabilityError
 from edgerain.ort_cpu import inference_session
 from edgerain.runtime.spec import CPU_PROVIDER, RuntimeSpec
+from edgerain.utils import atomic_path
 
 log = logging.getLogger("edgerain.runtime")
 
@@ -306,8 +307,9 @@ class TrtRunner:
             blob = builder.build_serialized_network(network, config)
             if blob is None:
                 raise EdgerainError(f"TensorRT could not build an engine for {onnx_path.name}")
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_bytes(bytes(blob))
+            # Atomic: a half-written cache from an interrupted run would fail to deserialize on the next.
+            with atomic_path(cache) as tmp:
+                tmp.write_bytes(bytes(blob))
             engine = self._runtime.deserialize_cuda_engine(blob)
         self.engines_used.append(str(cache))
         return engine, engine.create_execution_context()
