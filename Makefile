@@ -31,8 +31,9 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# --durations: the ten slowest tests in every run, to keep CI (25-minute budget) in view.
 pytest: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=10 $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
