@@ -230,7 +230,8 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgerain.quant.env import git_commit, machine, versions
+    from edgerain.machine import git_commit
+    from edgerain.quant.env import machine, versions
     from edgerain.quant.gate import load_eval_pairs
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -8,7 +8,6 @@ import platform
 from typing import Any
 
 from edgerain.machine import cpu_name
-from edgerain.machine import git_commit as git_commit
 from edgerain.ort_cpu import describe as ort_int8_path
 
 _PACKAGES = ("torch", "nvidia-modelopt", "onnx", "onnxruntime", "numpy", "open_clip_torch")
